@@ -1,0 +1,32 @@
+# Feather. `make help` lists the targets; `make test` is what CI runs (.ci/run).
+
+GO ?= go
+
+.DEFAULT_GOAL := help
+.PHONY: help deps build lint test bench clean
+
+help: ## List the targets
+	@awk 'BEGIN { FS = ":.*## " } /^[a-zA-Z_-]+:.*## / { printf "  %-7s %s\n", $$1, $$2 }' $(MAKEFILE_LIST)
+
+deps: ## Install Debian packages and build pinned tools into _output/bin (cached; a second run takes seconds)
+	test/tools/deps.sh
+
+build: ## Build all packages
+	$(GO) build ./...
+
+lint: ## Check formatting of tracked .go files (gofmt) and run go vet
+	@files=$$(git ls-files '*.go'); \
+	if [ -n "$$files" ]; then \
+		bad=$$(gofmt -l $$files); \
+		if [ -n "$$bad" ]; then echo "gofmt: these files need gofmt -w:"; echo "$$bad"; exit 1; fi; \
+	fi
+	$(GO) vet ./...
+
+test: deps lint ## Everything CI runs: deps, lint, all tests (end-to-end tests fail, not skip, on a missing prerequisite)
+	FEATHER_E2E=required $(GO) test -count=1 -timeout 40m ./...
+
+bench: ## Run the benchmarks once each; they print tables of measured figures
+	$(GO) test -run '^$$' -bench . -benchtime 1x ./...
+
+clean: ## Remove bin/ and _output/ (the next make deps rebuilds the tools)
+	rm -rf bin/ _output/

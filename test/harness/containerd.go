@@ -1,0 +1,243 @@
+package harness
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"text/template"
+	"time"
+
+	"github.com/containerd/containerd/v2/client"
+	"github.com/containerd/containerd/v2/pkg/namespaces"
+	"github.com/containerd/errdefs"
+	"github.com/containerd/platforms"
+)
+
+// Containerd is a containerd daemon of its own: its own root, state, sockets
+// and config under Dir, the pinned build from _output/bin, runc from the
+// system. Runtime shims are looked up in bin/, _output/bin and then $PATH, so
+// Feather's own shims are found once built.
+type Containerd struct {
+	// Dir holds root/, state/, its config, sockets and log.
+	Dir string
+	// Address is the gRPC socket, for clients and ctr --address.
+	Address string
+	// Config is the path of the config file it runs with.
+	Config string
+
+	ctr    string
+	proc   *Process
+	client *client.Client
+}
+
+// ContainerdOptions adjust the daemon's configuration.
+type ContainerdOptions struct {
+	// Config is TOML appended to the harness's config, e.g. [proxy_plugins]
+	// tables or runtime settings; it must not repeat the tables the harness
+	// writes ([grpc], [ttrpc], [debug], [metrics] and the opt and
+	// image-verifier plugin tables).
+	Config string
+}
+
+// The daemon's config: version 3 is containerd 2.x's. CRI and NRI are off —
+// tests drive containerd through its own API — and so are the snapshotters
+// this machine cannot serve, to keep the log to what matters.
+var containerdConfig = template.Must(template.New("config").Parse(`version = 3
+root = "{{.Dir}}/root"
+state = "{{.Dir}}/state"
+temp = "{{.Dir}}/tmp"
+disabled_plugins = [
+  "io.containerd.grpc.v1.cri",
+  "io.containerd.cri.v1.images",
+  "io.containerd.cri.v1.runtime",
+  "io.containerd.nri.v1.nri",
+  "io.containerd.snapshotter.v1.btrfs",
+  "io.containerd.snapshotter.v1.zfs",
+  "io.containerd.snapshotter.v1.devmapper",
+  "io.containerd.snapshotter.v1.blockfile",
+  "io.containerd.snapshotter.v1.erofs",
+]
+
+[grpc]
+  address = "{{.Dir}}/containerd.sock"
+
+[ttrpc]
+  address = "{{.Dir}}/containerd.sock.ttrpc"
+
+[debug]
+  level = "debug"
+
+[plugins."io.containerd.internal.v1.opt"]
+  path = "{{.Dir}}/opt"
+
+[plugins."io.containerd.image-verifier.v1.bindir"]
+  bin_dir = "{{.Dir}}/image-verifier"
+
+{{.Extra}}
+`))
+
+// StartContainerd starts a containerd daemon and returns once it answers on
+// its socket. It fails t if it does not.
+func (e *Env) StartContainerd(opts ContainerdOptions) *Containerd {
+	e.t.Helper()
+	bin := RequiresBin(e.t, "containerd")
+	ctr := RequiresBin(e.t, "ctr")
+	RequiresBin(e.t, "containerd-shim-runc-v2")
+	_, err := exec.LookPath("runc")
+	Prerequisite(e.t, err == nil, "runc not found: run `make deps` (Debian package runc)")
+
+	c := &Containerd{Dir: filepath.Join(e.Dir, "containerd"), ctr: ctr}
+	c.Address = filepath.Join(c.Dir, "containerd.sock")
+	c.Config = filepath.Join(c.Dir, "config.toml")
+	e.onClose(c.stop)
+	ctx, cancel := context.WithTimeout(context.Background(), readyTimeout)
+	defer cancel()
+	if err := c.start(ctx, bin, opts); err != nil {
+		e.t.Fatalf("harness: containerd: %v", err)
+	}
+	return c
+}
+
+func (c *Containerd) start(ctx context.Context, bin string, opts ContainerdOptions) error {
+	if err := os.MkdirAll(c.Dir, 0o700); err != nil {
+		return err
+	}
+	var cfg strings.Builder
+	if err := containerdConfig.Execute(&cfg, struct{ Dir, Extra string }{c.Dir, opts.Config}); err != nil {
+		return err
+	}
+	if err := os.WriteFile(c.Config, []byte(cfg.String()), 0o600); err != nil {
+		return err
+	}
+	// Shims are found on containerd's PATH: Feather's own first.
+	root, err := RepoRoot()
+	if err != nil {
+		return err
+	}
+	path := "PATH=" + strings.Join([]string{
+		filepath.Join(root, "bin"), filepath.Join(root, "_output", "bin"), os.Getenv("PATH")}, ":")
+	c.proc, err = startProcess("containerd", filepath.Join(c.Dir, "containerd.log"), []string{path},
+		bin, "--config", c.Config)
+	if err != nil {
+		return err
+	}
+	return c.proc.waitReady(ctx, func(ctx context.Context) error {
+		if c.client == nil {
+			cl, err := client.New(c.Address, client.WithTimeout(time.Second))
+			if err != nil {
+				return err
+			}
+			c.client = cl
+		}
+		_, err := c.client.Version(ctx)
+		return err
+	})
+}
+
+// Client returns a client of this daemon; the harness closes it.
+func (c *Containerd) Client() *client.Client { return c.client }
+
+// Ctr runs the real ctr against this daemon (`ctr --address … ARGS…`) and
+// returns its combined output; the error carries that output too.
+func (c *Containerd) Ctr(ctx context.Context, args ...string) (string, error) {
+	cmd := exec.CommandContext(ctx, c.ctr, append([]string{"--address", c.Address}, args...)...)
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		return string(out), fmt.Errorf("ctr %s: %w: %s", strings.Join(args, " "), err, out)
+	}
+	return string(out), nil
+}
+
+// Import imports an OCI image layout tarball into namespace ns and unpacks
+// its images for the default snapshotter, as `ctr image import` does.
+func (c *Containerd) Import(ctx context.Context, ns, tarball string) ([]client.Image, error) {
+	ctx = namespaces.WithNamespace(ctx, ns)
+	f, err := os.Open(tarball)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	imgs, err := c.client.Import(ctx, f, client.WithImportPlatform(platforms.Default()))
+	if err != nil {
+		return nil, fmt.Errorf("import %s: %w", tarball, err)
+	}
+	var out []client.Image
+	for _, img := range imgs {
+		image := client.NewImage(c.client, img)
+		if err := image.Unpack(ctx, ""); err != nil {
+			return nil, fmt.Errorf("unpack %s: %w", img.Name, err)
+		}
+		out = append(out, image)
+	}
+	return out, nil
+}
+
+// stop removes every task and container the daemon still has — that stops
+// their shims and unmounts their root filesystems — then stops the daemon and
+// removes the per-namespace directories containerd's defaults left behind.
+func (c *Containerd) stop() error {
+	if c.proc == nil {
+		return nil
+	}
+	var errs []error
+	var nss []string
+	if c.client != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		defer cancel()
+		var err error
+		nss, err = c.client.NamespaceService().List(ctx)
+		errs = append(errs, err)
+		for _, ns := range nss {
+			errs = append(errs, c.clean(namespaces.WithNamespace(ctx, ns)))
+		}
+		errs = append(errs, c.client.Close())
+	}
+	c.proc.Stop(10 * time.Second)
+	for _, ns := range nss {
+		removeNamespaceDirs(ns)
+	}
+	if err := errors.Join(errs...); err != nil {
+		return fmt.Errorf("containerd: clean up: %w", err)
+	}
+	return nil
+}
+
+// clean kills and deletes every task and deletes every container, with its
+// snapshot, in the context's namespace.
+func (c *Containerd) clean(ctx context.Context) error {
+	ctrs, err := c.client.Containers(ctx)
+	if err != nil {
+		return err
+	}
+	var errs []error
+	for _, ctr := range ctrs {
+		if task, err := ctr.Task(ctx, nil); err == nil {
+			if _, err := task.Delete(ctx, client.WithProcessKill); err != nil && !errdefs.IsNotFound(err) {
+				errs = append(errs, fmt.Errorf("delete task %s: %w", ctr.ID(), err))
+			}
+		} else if !errdefs.IsNotFound(err) {
+			errs = append(errs, fmt.Errorf("task of %s: %w", ctr.ID(), err))
+		}
+		if err := ctr.Delete(ctx, client.WithSnapshotCleanup); err != nil && !errdefs.IsNotFound(err) {
+			errs = append(errs, fmt.Errorf("delete container %s: %w", ctr.ID(), err))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// removeNamespaceDirs removes what containerd's defaults leave behind for
+// namespace ns once its containers are gone: the (by now empty) cgroup
+// /<ns> in every cgroup v1 controller and in the v2 hierarchy, and runc's
+// state directory /run/containerd/runc/<ns>.
+func removeNamespaceDirs(ns string) {
+	dirs, _ := filepath.Glob("/sys/fs/cgroup/*/" + ns)
+	dirs = append(dirs, "/sys/fs/cgroup/"+ns, "/run/containerd/runc/"+ns)
+	for _, d := range dirs {
+		_ = syscall.Rmdir(d) // fails, harmlessly, where it is missing or still in use
+	}
+}

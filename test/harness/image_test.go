@@ -1,0 +1,98 @@
+package harness
+
+import (
+	"archive/tar"
+	"bytes"
+	"encoding/json"
+	"io"
+	"os"
+	"path/filepath"
+	"testing"
+
+	"github.com/opencontainers/go-digest"
+	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+)
+
+// TestWriteBusyboxImage checks the layout: every blob is named by its digest,
+// the index names the image, the layer holds busybox and its applets, and
+// writing twice gives the same bytes.
+func TestWriteBusyboxImage(t *testing.T) {
+	if _, err := os.Stat(busyboxPath); err != nil {
+		Prerequisite(t, false, "busybox-static not installed: run `make deps`")
+	}
+	dir := t.TempDir()
+	a, b := filepath.Join(dir, "a.tar"), filepath.Join(dir, "b.tar")
+	for _, p := range []string{a, b} {
+		if err := WriteBusyboxImage(p, "docker.io/feather/busybox:test"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	ab, _ := os.ReadFile(a)
+	bb, _ := os.ReadFile(b)
+	if !bytes.Equal(ab, bb) {
+		t.Error("two writes of the same image differ")
+	}
+
+	files := map[string][]byte{}
+	tr := tar.NewReader(bytes.NewReader(ab))
+	for {
+		h, err := tr.Next()
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		files[h.Name], _ = io.ReadAll(tr)
+	}
+	blob := func(d digest.Digest) []byte {
+		t.Helper()
+		b, ok := files["blobs/sha256/"+d.Encoded()]
+		if !ok {
+			t.Fatalf("blob %s missing", d)
+		}
+		if got := digest.FromBytes(b); got != d {
+			t.Fatalf("blob %s has digest %s", d, got)
+		}
+		return b
+	}
+	var index ocispec.Index
+	if err := json.Unmarshal(files["index.json"], &index); err != nil {
+		t.Fatal(err)
+	}
+	if len(index.Manifests) != 1 || index.Manifests[0].Annotations["io.containerd.image.name"] != "docker.io/feather/busybox:test" ||
+		index.Manifests[0].Annotations[ocispec.AnnotationRefName] != "test" {
+		t.Fatalf("index = %+v", index)
+	}
+	var m ocispec.Manifest
+	if err := json.Unmarshal(blob(index.Manifests[0].Digest), &m); err != nil {
+		t.Fatal(err)
+	}
+	var cfg ocispec.Image
+	if err := json.Unmarshal(blob(m.Config.Digest), &cfg); err != nil {
+		t.Fatal(err)
+	}
+	if len(m.Layers) != 1 || len(cfg.RootFS.DiffIDs) != 1 || cfg.RootFS.DiffIDs[0] != m.Layers[0].Digest {
+		t.Fatalf("layers %v vs diff IDs %v", m.Layers, cfg.RootFS.DiffIDs)
+	}
+	layer := map[string]*tar.Header{}
+	lr := tar.NewReader(bytes.NewReader(blob(m.Layers[0].Digest)))
+	for {
+		h, err := lr.Next()
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		layer[h.Name] = h
+	}
+	if h := layer["bin/busybox"]; h == nil || h.Mode&0o111 == 0 {
+		t.Errorf("bin/busybox missing or not executable: %+v", h)
+	}
+	for _, applet := range []string{"sh", "echo", "sleep", "cat"} {
+		if h := layer["bin/"+applet]; h == nil || h.Typeflag != tar.TypeSymlink || h.Linkname != "busybox" {
+			t.Errorf("bin/%s is not a link to busybox: %+v", applet, h)
+		}
+	}
+}

@@ -1,0 +1,178 @@
+#!/usr/bin/env bash
+# deps.sh installs what Feather's tests need on a Debian 12 machine: Debian
+# packages (QEMU, runc, CNI plugins, …) and pinned third-party programs built
+# from the Go module proxy into _output/bin (containerd, the Kubernetes control
+# plane, etcd, an OCI registry). Run it as `make deps` from the repository root.
+#
+# It is idempotent: a group of binaries is rebuilt only when its stamp file
+# _output/bin/.stamp-<group> does not hold the group's current key or one of
+# its binaries is missing. Each group builds into a temporary directory and is
+# moved into _output/bin only once the whole group built, so _output/bin never
+# holds a half-built group.
+set -euo pipefail
+
+# Pinned versions. containerd's version is not here on purpose: it is read
+# from the root go.mod, the single source of truth. The control plane and etcd
+# are pinned by test/tools/go.mod.
+REGISTRY_VERSION=v3.1.2
+GO_MIN=1.26
+# Bump when the build recipe below changes, so every stamp goes stale.
+RECIPE=1
+
+DEB_PACKAGES=(qemu-system-x86 qemu-utils runc containernetworking-plugins iptables iproute2 busybox-static)
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+OUT=$ROOT/_output
+BIN=$OUT/bin
+
+say() { printf 'deps: %s\n' "$*"; }
+die() { printf 'make deps: %s\n' "$*" >&2; exit 1; }
+
+# ---------------------------------------------------------------- Go toolchain
+check_go() {
+	command -v go >/dev/null 2>&1 ||
+		die "go not found on PATH; fix: install Go >= $GO_MIN from https://go.dev/dl/ and add its bin/ to PATH"
+	GOVERSION=$(cd "$ROOT" && go env GOVERSION)
+	local v=${GOVERSION#go} major minor
+	major=${v%%.*}
+	minor=${v#*.}
+	minor=${minor%%[!0-9]*}
+	if [[ ! $major =~ ^[0-9]+$ || ! $minor =~ ^[0-9]+$ ]] ||
+		((major < ${GO_MIN%%.*} || (major == ${GO_MIN%%.*} && minor < ${GO_MIN#*.}))); then
+		die "Go $GOVERSION is too old, need >= $GO_MIN; fix: install a newer Go from https://go.dev/dl/"
+	fi
+}
+
+# ------------------------------------------------------------- Debian packages
+installed() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q 'install ok installed'; }
+
+deb_packages() {
+	command -v dpkg-query >/dev/null 2>&1 || die "dpkg-query not found: Feather's tests need Debian 12"
+	local missing=() p
+	for p in "${DEB_PACKAGES[@]}"; do
+		installed "$p" || missing+=("$p")
+	done
+	if ((${#missing[@]} == 0)); then
+		say "Debian packages up to date"
+	else
+		if ((EUID != 0)); then
+			die "missing Debian packages: ${missing[*]}; fix: run make deps as root, or install them by hand: apt-get install ${missing[*]}"
+		fi
+		say "installing Debian packages: ${missing[*]}"
+		if ! apt-get update || ! DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "${missing[@]}"; then
+			die "installing ${missing[*]} failed (see output above); fix: run apt-get update; apt-get install ${missing[*]} by hand and read its error"
+		fi
+	fi
+
+	# The files the project uses, and the package that provides each.
+	local f pkg bad=0
+	while read -r f pkg; do
+		if [[ $f == /* ]]; then
+			[[ -x $f ]] && continue
+		else
+			command -v "$f" >/dev/null 2>&1 || [[ -x /usr/sbin/$f || -x /sbin/$f ]] && continue
+		fi
+		printf 'make deps: %s is missing (Debian package %s); fix: apt-get install --reinstall %s\n' "$f" "$pkg" "$pkg" >&2
+		bad=1
+	done <<-'EOF'
+		qemu-system-x86_64 qemu-system-x86
+		qemu-img qemu-utils
+		qemu-io qemu-utils
+		runc runc
+		/usr/lib/cni/bridge containernetworking-plugins
+		/usr/lib/cni/host-local containernetworking-plugins
+		/usr/lib/cni/portmap containernetworking-plugins
+		/usr/lib/qemu/virtiofsd qemu-system-common
+		/bin/busybox busybox-static
+		ip iproute2
+		tc iproute2
+		iptables iptables
+	EOF
+	((bad == 0)) || exit 1
+}
+
+# ------------------------------------------------------------ pinned Go tools
+TMPS=()
+cleanup() { ((${#TMPS[@]} == 0)) || rm -rf "${TMPS[@]}"; }
+trap cleanup EXIT
+
+# Builds run with a fixed environment so that the caller's GOFLAGS (-mod=…,
+# -buildvcs, …), a go.work or cross-compilation settings cannot change them.
+gobuild_env=(env GOFLAGS=-buildvcs=false GOWORK=off CGO_ENABLED=0)
+
+# group NAME KEY LABEL FIX BINARY... -- COMMAND...
+# COMMAND runs with $T set to the temporary directory it must build into.
+group() {
+	local name=$1 key=$2 label=$3 fix=$4
+	shift 4
+	local bins=()
+	while [[ $1 != -- ]]; do bins+=("$1"); shift; done
+	shift
+	local stamp=$BIN/.stamp-$name b ok=1
+	for b in "${bins[@]}"; do [[ -x $BIN/$b ]] || ok=0; done
+	if ((ok)) && [[ -f $stamp && "$(<"$stamp")" == "$key" ]]; then
+		say "$label up to date"
+		return
+	fi
+	say "building $label (${bins[*]}) …"
+	mkdir -p "$BIN"
+	T=$(mktemp -d "$OUT/.build-$name.XXXXXX")
+	TMPS+=("$T")
+	local start=$SECONDS
+	if ! "$@"; then
+		die "building $name failed (see output above); fix: $fix"
+	fi
+	for b in "${bins[@]}"; do
+		[[ -x $T/$b ]] || die "building $name failed: $b was not produced; fix: $fix"
+	done
+	rm -f "$stamp"
+	for b in "${bins[@]}"; do mv -f "$T/$b" "$BIN/$b"; done
+	printf '%s\n' "$key" >"$T/.stamp" && mv -f "$T/.stamp" "$stamp"
+	rm -rf "$T"
+	say "built $label in $((SECONDS - start))s"
+}
+
+build_containerd() {
+	GOBIN=$T "${gobuild_env[@]}" go install -trimpath -ldflags "-s -w" \
+		"github.com/containerd/containerd/v2/cmd/containerd@$CONTAINERD_VERSION" \
+		"github.com/containerd/containerd/v2/cmd/ctr@$CONTAINERD_VERSION" \
+		"github.com/containerd/containerd/v2/cmd/containerd-shim-runc-v2@$CONTAINERD_VERSION"
+}
+
+build_kube() {
+	(cd "$ROOT/test/tools" && "${gobuild_env[@]}" go build -trimpath \
+		-ldflags "-s -w -X k8s.io/component-base/version.gitVersion=$KUBE_VERSION -X k8s.io/component-base/version.gitMajor=$KUBE_MAJOR -X k8s.io/component-base/version.gitMinor=$KUBE_MINOR" \
+		-o "$T/" ./etcd k8s.io/kubernetes/cmd/kube-apiserver k8s.io/kubernetes/cmd/kube-scheduler \
+		k8s.io/kubernetes/cmd/kube-controller-manager k8s.io/kubernetes/cmd/kubectl)
+}
+
+build_registry() {
+	GOBIN=$T "${gobuild_env[@]}" go install -trimpath -ldflags "-s -w" \
+		"github.com/distribution/distribution/v3/cmd/registry@$REGISTRY_VERSION"
+}
+
+go_tools() {
+	local fixnet="check that the Go module proxy is reachable (go env GOPROXY) and rerun make deps"
+
+	CONTAINERD_VERSION=$(cd "$ROOT" && GOFLAGS=-mod=readonly GOWORK=off go list -m -f '{{.Version}}' github.com/containerd/containerd/v2) ||
+		die "cannot read containerd's version from go.mod (see output above); fix: require it in the root go.mod (go get github.com/containerd/containerd/v2@vX.Y.Z)"
+	group containerd "recipe=$RECIPE containerd=$CONTAINERD_VERSION go=$GOVERSION" "containerd $CONTAINERD_VERSION" "$fixnet" \
+		containerd ctr containerd-shim-runc-v2 -- build_containerd
+
+	KUBE_VERSION=$(cd "$ROOT/test/tools" && GOFLAGS=-mod=readonly GOWORK=off go list -m -f '{{.Version}}' k8s.io/kubernetes) ||
+		die "cannot read k8s.io/kubernetes's version from test/tools/go.mod (see output above); fix: cd test/tools && go mod tidy"
+	[[ $KUBE_VERSION =~ ^v([0-9]+)\.([0-9]+)\. ]] || die "unexpected k8s.io/kubernetes version $KUBE_VERSION in test/tools/go.mod"
+	KUBE_MAJOR=${BASH_REMATCH[1]} KUBE_MINOR=${BASH_REMATCH[2]}
+	local sum
+	sum=$(cd "$ROOT/test/tools" && cat go.mod go.sum etcd/main.go | sha256sum | cut -d' ' -f1)
+	group kube "recipe=$RECIPE tools=$sum go=$GOVERSION" "Kubernetes $KUBE_VERSION control plane and etcd" \
+		"$fixnet; if the error is in test/tools, run (cd test/tools && go mod tidy)" \
+		etcd kube-apiserver kube-scheduler kube-controller-manager kubectl -- build_kube
+
+	group registry "recipe=$RECIPE registry=$REGISTRY_VERSION go=$GOVERSION" "registry $REGISTRY_VERSION" "$fixnet" \
+		registry -- build_registry
+}
+
+check_go
+deb_packages
+go_tools
