@@ -3,7 +3,7 @@
 GO ?= go
 
 .DEFAULT_GOAL := help
-.PHONY: help deps build lint test bench clean
+.PHONY: help deps guest build lint test bench clean
 
 help: ## List the targets
 	@awk 'BEGIN { FS = ":.*## " } /^[a-zA-Z_-]+:.*## / { printf "  %-7s %s\n", $$1, $$2 }' $(MAKEFILE_LIST)
@@ -11,8 +11,12 @@ help: ## List the targets
 deps: ## Install Debian packages and build pinned tools into _output/bin (cached; a second run takes seconds)
 	test/tools/deps.sh
 
-build: ## Build all packages
+guest: ## Build the OSv-protocol test guest images into _output/guest (cached; a second run takes seconds)
+	shim-osv/testguest/build.sh
+
+build: ## Build all packages, and Feather's binaries into bin/
 	$(GO) build ./...
+	$(GO) build -o bin/ ./shim-osv/cmd/containerd-shim-osv-v1
 
 lint: ## Check formatting of tracked .go files (gofmt) and run go vet
 	@files=$$(git ls-files '*.go'); \
@@ -22,7 +26,7 @@ lint: ## Check formatting of tracked .go files (gofmt) and run go vet
 	fi
 	$(GO) vet ./...
 
-test: deps lint ## Everything CI runs: deps, lint, all tests (end-to-end tests fail, not skip, on a missing prerequisite)
+test: deps guest build lint ## Everything CI runs: deps, guest images, lint, all tests (end-to-end tests fail, not skip, on a missing prerequisite)
 	FEATHER_E2E=required $(GO) test -count=1 -timeout 40m ./...
 
 bench: ## Run the benchmarks once each; they print tables of measured figures

@@ -19,7 +19,7 @@ GO_MIN=1.26
 # Bump when the build recipe below changes, so every stamp goes stale.
 RECIPE=1
 
-DEB_PACKAGES=(qemu-system-x86 qemu-utils runc containernetworking-plugins iptables iproute2 busybox-static)
+DEB_PACKAGES=(qemu-system-x86 qemu-utils runc containernetworking-plugins iptables iproute2 busybox-static syslinux syslinux-common mtools dosfstools)
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 OUT=$ROOT/_output
@@ -87,6 +87,9 @@ deb_packages() {
 		ip iproute2
 		tc iproute2
 		iptables iptables
+		syslinux syslinux
+		mcopy mtools
+		mkfs.fat dosfstools
 	EOF
 	((bad == 0)) || exit 1
 }
@@ -152,7 +155,7 @@ build_registry() {
 }
 
 go_tools() {
-	local fixnet="check that the Go module proxy is reachable (go env GOPROXY) and rerun make deps"
+	local fixnet="check that the Go module proxy is reachable (go env GOPROXY) and the pinned version exists, then rerun make deps"
 
 	CONTAINERD_VERSION=$(cd "$ROOT" && GOFLAGS=-mod=readonly GOWORK=off go list -m -f '{{.Version}}' github.com/containerd/containerd/v2) ||
 		die "cannot read containerd's version from go.mod (see output above); fix: require it in the root go.mod (go get github.com/containerd/containerd/v2@vX.Y.Z)"

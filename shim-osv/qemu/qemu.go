@@ -1,0 +1,110 @@
+// Package qemu turns a VM's description into a qemu-system-x86_64 command
+// line, makes its per-instance disk, and finds out which accelerator really
+// works on this host.
+package qemu
+
+import (
+	"fmt"
+	"net"
+	"strconv"
+	"strings"
+)
+
+// Accelerators.
+const (
+	KVM = "kvm"
+	TCG = "tcg"
+)
+
+// Config describes one VM.
+type Config struct {
+	// Name shows in ps and QEMU's own messages.
+	Name string
+	// Accel is KVM or TCG. Under KVM the machine is microvm-capable and
+	// the CPU the host's; under TCG it is "pc" (OSv halts on TCG microvm).
+	Accel string
+	// MemoryMiB is the guest's RAM; CPUs its vCPUs.
+	MemoryMiB int
+	CPUs      int
+
+	// Disk is the instance disk (a qcow2 overlay), attached as virtio-blk.
+	Disk string
+	// Kernel, if set, is booted directly with Append as its command line
+	// (and Initrd, if set); otherwise the firmware boots from Disk.
+	Kernel, Initrd, Append string
+
+	// QMP is the path of the QMP control socket QEMU listens on.
+	QMP string
+	// Shares are vhost-user-fs sockets, one per virtiofsd, in order: the
+	// guest's /dev/virtiofsN is Shares[N], with tag "virtiofsN".
+	Shares []string
+	// Tap, if set, is the tap device in QEMU's network namespace that
+	// backs the guest's NIC, whose MAC is MAC.
+	Tap string
+	MAC net.HardwareAddr
+}
+
+// Args returns QEMU's arguments (without the program name). The serial
+// console is QEMU's stdout; there is no display, monitor or default device,
+// and the guest's own reset ends QEMU rather than rebooting (-no-reboot), as
+// does a failure to boot (reboot-timeout=0).
+func (c Config) Args() ([]string, error) {
+	if c.MemoryMiB <= 0 || c.CPUs <= 0 {
+		return nil, fmt.Errorf("qemu: memory %d MiB and %d CPUs: both must be positive", c.MemoryMiB, c.CPUs)
+	}
+	if c.Disk == "" || c.QMP == "" {
+		return nil, fmt.Errorf("qemu: a disk and a QMP socket are required")
+	}
+	args := []string{
+		"-name", c.Name,
+		"-nodefaults", "-no-user-config", "-display", "none",
+		"-no-reboot", "-boot", "strict=on,reboot-timeout=0",
+		"-sandbox", "on",
+	}
+	switch c.Accel {
+	case KVM:
+		args = append(args, "-machine", "q35,accel=kvm", "-cpu", "host")
+	case TCG:
+		args = append(args, "-machine", "pc,accel=tcg")
+	default:
+		return nil, fmt.Errorf("qemu: unknown accelerator %q (kvm or tcg)", c.Accel)
+	}
+	mem := strconv.Itoa(c.MemoryMiB) + "M"
+	args = append(args,
+		"-m", mem,
+		"-smp", strconv.Itoa(c.CPUs),
+		"-serial", "stdio",
+		"-qmp", "unix:"+c.QMP+",server=on,wait=off",
+		"-drive", "file="+escape(c.Disk)+",if=virtio,format=qcow2",
+	)
+	if c.Kernel != "" {
+		args = append(args, "-kernel", c.Kernel, "-append", c.Append)
+		if c.Initrd != "" {
+			args = append(args, "-initrd", c.Initrd)
+		}
+	}
+	if len(c.Shares) > 0 {
+		// vhost-user needs the guest's RAM shared with virtiofsd.
+		args = append(args,
+			"-object", "memory-backend-file,id=mem,size="+mem+",mem-path=/dev/shm,share=on",
+			"-numa", "node,memdev=mem")
+		for i, sock := range c.Shares {
+			id := "fs" + strconv.Itoa(i)
+			args = append(args,
+				"-chardev", "socket,id="+id+",path="+escape(sock),
+				"-device", "vhost-user-fs-pci,queue-size=1024,chardev="+id+",tag=virtiofs"+strconv.Itoa(i))
+		}
+	}
+	if c.Tap != "" {
+		args = append(args,
+			"-netdev", "tap,id=net0,ifname="+c.Tap+",script=no,downscript=no,vhost=off",
+			"-device", "virtio-net-pci,netdev=net0,mac="+c.MAC.String())
+	} else {
+		args = append(args, "-nic", "none")
+	}
+	return args, nil
+}
+
+// escape doubles the commas in a value of a QEMU option list, where a comma
+// separates options.
+func escape(s string) string { return strings.ReplaceAll(s, ",", ",,") }

@@ -1,0 +1,238 @@
+package guestinit
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"runtime"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// Hello is what /hello prints and /httpd serves.
+const Hello = "hello from feather guest\n"
+
+// Program is one of the guest's programs. It writes to out, reads files
+// relative to the process's working directory and returns the exit code.
+type Program func(args []string, out io.Writer) int
+
+// Programs are the guest's programs, by name. The initramfs links /NAME to
+// /init for each; the binary dispatches on its argv[0].
+var Programs = map[string]Program{
+	"hello":   hello,
+	"args":    printArgs,
+	"cat":     cat,
+	"ls":      ls,
+	"sleep":   sleep,
+	"httpd":   httpd,
+	"exit":    exit,
+	"meminfo": meminfo,
+	"nproc":   nproc,
+}
+
+// ProgramNames lists Programs sorted.
+func ProgramNames() []string {
+	names := make([]string, 0, len(Programs))
+	for n := range Programs {
+		names = append(names, n)
+	}
+	slices.Sort(names)
+	return names
+}
+
+func hello(_ []string, out io.Writer) int {
+	fmt.Fprint(out, Hello)
+	return 0
+}
+
+// printArgs prints arg[i]=… for each argument (arg[0] the program), then
+// cwd=…, then the environment sorted, one env K=V a line.
+func printArgs(args []string, out io.Writer) int {
+	for i, a := range args {
+		fmt.Fprintf(out, "arg[%d]=%s\n", i, a)
+	}
+	cwd, err := os.Getwd()
+	if err != nil {
+		cwd = "?" + err.Error()
+	}
+	fmt.Fprintf(out, "cwd=%s\n", cwd)
+	env := os.Environ()
+	slices.Sort(env)
+	for _, e := range env {
+		fmt.Fprintf(out, "env %s\n", e)
+	}
+	return 0
+}
+
+func cat(args []string, out io.Writer) int {
+	code := 0
+	for _, name := range args[1:] {
+		f, err := os.Open(name)
+		if err != nil {
+			fmt.Fprintf(out, "cat: %v\n", err)
+			code = 1
+			continue
+		}
+		_, err = io.Copy(out, f)
+		f.Close()
+		if err != nil {
+			fmt.Fprintf(out, "cat: %s: %v\n", name, err)
+			code = 1
+		}
+	}
+	return code
+}
+
+func ls(args []string, out io.Writer) int {
+	dir := "."
+	if len(args) > 1 {
+		dir = args[1]
+	}
+	entries, err := os.ReadDir(dir) // sorted by name
+	if err != nil {
+		fmt.Fprintf(out, "ls: %v\n", err)
+		return 1
+	}
+	for _, e := range entries {
+		fmt.Fprintln(out, e.Name())
+	}
+	return 0
+}
+
+func sleep(args []string, out io.Writer) int {
+	if len(args) != 2 {
+		fmt.Fprintln(out, "usage: /sleep SECONDS")
+		return 2
+	}
+	s, err := strconv.ParseFloat(args[1], 64)
+	if err != nil || s < 0 {
+		fmt.Fprintf(out, "sleep: invalid time %q\n", args[1])
+		return 2
+	}
+	time.Sleep(time.Duration(s * float64(time.Second)))
+	return 0
+}
+
+func exit(args []string, out io.Writer) int {
+	if len(args) != 2 {
+		fmt.Fprintln(out, "usage: /exit CODE")
+		return 2
+	}
+	n, err := strconv.Atoi(args[1])
+	if err != nil || n < 0 || n > 255 {
+		fmt.Fprintf(out, "exit: invalid code %q (want 0..255)\n", args[1])
+		return 2
+	}
+	return n
+}
+
+// httpd serves Hello on GET / at the port, printing "listening on :PORT"
+// once it accepts connections. It runs until killed.
+func httpd(args []string, out io.Writer) int {
+	if len(args) != 2 {
+		fmt.Fprintln(out, "usage: /httpd PORT")
+		return 2
+	}
+	if _, err := strconv.ParseUint(args[1], 10, 16); err != nil {
+		fmt.Fprintf(out, "httpd: invalid port %q\n", args[1])
+		return 2
+	}
+	ln, err := net.Listen("tcp", ":"+args[1])
+	if err != nil {
+		fmt.Fprintf(out, "httpd: %v\n", err)
+		return 1
+	}
+	fmt.Fprintf(out, "listening on :%s\n", args[1])
+	if err := serveHello(context.Background(), ln); err != nil {
+		fmt.Fprintf(out, "httpd: %v\n", err)
+		return 1
+	}
+	return 0
+}
+
+// serveHello serves Hello on ln until ctx ends.
+func serveHello(ctx context.Context, ln net.Listener) error {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /{$}", func(w http.ResponseWriter, _ *http.Request) {
+		io.WriteString(w, Hello)
+	})
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	go func() {
+		<-ctx.Done()
+		srv.Close()
+	}()
+	if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+		return err
+	}
+	return nil
+}
+
+// Files the memory and CPU programs read; tests point them at fixtures.
+var (
+	procMeminfo = "/proc/meminfo"
+	cpuOnline   = "/sys/devices/system/cpu/online"
+)
+
+// meminfo prints the MemTotal line of /proc/meminfo as "MemTotal: N kB".
+func meminfo(_ []string, out io.Writer) int {
+	f, err := os.Open(procMeminfo)
+	if err != nil {
+		fmt.Fprintf(out, "meminfo: %v\n", err)
+		return 1
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		f := strings.Fields(sc.Text())
+		if len(f) >= 2 && f[0] == "MemTotal:" {
+			fmt.Fprintf(out, "MemTotal: %s kB\n", f[1])
+			return 0
+		}
+	}
+	fmt.Fprintf(out, "meminfo: no MemTotal in %s\n", procMeminfo)
+	return 1
+}
+
+// nproc prints the number of online CPUs (from the kernel's online list,
+// e.g. "0-3,6"; the Go runtime's count when that is unreadable).
+func nproc(_ []string, out io.Writer) int {
+	n := runtime.NumCPU()
+	if b, err := os.ReadFile(cpuOnline); err == nil {
+		if c, err := countCPUs(strings.TrimSpace(string(b))); err == nil {
+			n = c
+		}
+	}
+	fmt.Fprintln(out, n)
+	return 0
+}
+
+// countCPUs counts the CPUs of a kernel CPU list such as "0-3,6".
+func countCPUs(list string) (int, error) {
+	n := 0
+	for _, r := range strings.Split(list, ",") {
+		lo, hi, isRange := strings.Cut(r, "-")
+		a, err := strconv.Atoi(lo)
+		if err != nil {
+			return 0, fmt.Errorf("cpu list %q: %w", list, err)
+		}
+		b := a
+		if isRange {
+			if b, err = strconv.Atoi(hi); err != nil || b < a {
+				return 0, fmt.Errorf("cpu list %q: bad range %q", list, r)
+			}
+		}
+		n += b - a + 1
+	}
+	return n, nil
+}
+
+// Name returns the program name that argv0 asks for: its base name.
+func Name(argv0 string) string { return filepath.Base(argv0) }

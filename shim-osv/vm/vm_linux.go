@@ -1,0 +1,670 @@
+package vm
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/containerd/errdefs"
+	"github.com/containerd/log"
+	specs "github.com/opencontainers/runtime-spec/specs-go"
+	"google.golang.org/protobuf/types/known/anypb"
+
+	"github.com/feather-edge/feather/shim-osv/netns"
+	"github.com/feather-edge/feather/shim-osv/osv"
+	"github.com/feather-edge/feather/shim-osv/qemu"
+	"github.com/feather-edge/feather/shim-osv/qmp"
+	"github.com/feather-edge/feather/vmimage"
+)
+
+// Virtiofsd is the virtio-fs daemon, one per share and boot (the C
+// virtiofsd of QEMU 7.2 exits when its VM disconnects).
+var Virtiofsd = "/usr/lib/qemu/virtiofsd"
+
+// Timing of the VM's lifecycle.
+const (
+	// TermGrace is how long a SIGTERM's ACPI power-down may take before
+	// QEMU is told to quit.
+	TermGrace = 5 * time.Second
+	// KVMBootTimeout is how long a guest under KVM may stay silent before
+	// the shim decides KVM does not really work here, boots it under TCG
+	// instead and remembers that.
+	KVMBootTimeout = 8 * time.Second
+	socketTimeout  = 10 * time.Second
+)
+
+// Dir is the VM's own directory in the bundle, 0700: its disk, sockets and
+// state. Sockets are named relative to it (QEMU and virtiofsd run in it),
+// which keeps their paths short whatever the bundle's.
+const Dir = "vm"
+
+// Config is how to create a VM.
+type Config struct {
+	ID, Bundle string
+	// Rootfs is the mounted root filesystem of the container.
+	Rootfs string
+	Spec   *specs.Spec
+	// Stdout receives the console; Stderr the shim's own messages about
+	// the VM (why it failed). Either may be nil. The VM closes them.
+	Stdout, Stderr io.WriteCloser
+	// Accel overrides the accelerator: kvm, tcg, or "" to probe.
+	Accel string
+}
+
+// Status is a VM's state, as containerd names task states.
+type Status int
+
+// The states.
+const (
+	Created Status = iota
+	Running
+	Paused
+	Stopped
+)
+
+// VM is one container's virtual machine.
+type VM struct {
+	cfg     Config
+	dir     string
+	plan    Plan
+	layout  vmimage.Layout
+	cmdline string
+	net     *netns.Config
+	tap     string
+	cg      cgroup
+	cons    *console
+
+	mu       sync.Mutex
+	status   Status
+	qemu     *exec.Cmd
+	fsds     []*exec.Cmd
+	qmp      *qmp.Client
+	stderr   *tailBuffer
+	reason   string         // QEMU's SHUTDOWN reason
+	killSig  syscall.Signal // the signal Kill was asked for, 0 if none
+	exitCode int
+	exitedAt time.Time
+	exited   chan struct{}
+}
+
+// Create prepares a VM without starting it: finds the image's disk and
+// kernel, makes the instance disk, renders and places the OSv command line,
+// and creates the cgroup. On error nothing is left behind.
+func Create(ctx context.Context, cfg Config) (_ *VM, retErr error) {
+	plan, err := PlanFromSpec(cfg.Spec)
+	if err != nil {
+		return nil, err
+	}
+	layout, err := vmimage.Find(cfg.Rootfs)
+	if err != nil {
+		return nil, err
+	}
+	v := &VM{cfg: cfg, dir: filepath.Join(cfg.Bundle, Dir), plan: plan, layout: layout,
+		cons: newConsole(), stderr: &tailBuffer{max: 4096}, exited: make(chan struct{})}
+	if err := os.Mkdir(v.dir, 0o700); err != nil {
+		return nil, err
+	}
+	defer func() {
+		if retErr != nil {
+			v.teardown(ctx)
+		}
+	}()
+	if plan.NetNS != "" {
+		c, ok, err := netns.Discover(plan.NetNS)
+		if err != nil {
+			return nil, fmt.Errorf("network namespace %s: %w", plan.NetNS, err)
+		}
+		if ok {
+			v.net, v.tap = &c, netns.TapName(cfg.ID)
+		}
+	}
+	cl := osv.Cmdline{Args: plan.Args, Env: plan.Env, Cwd: plan.Cwd, Verbose: true}
+	for i, s := range plan.Shares {
+		cl.Mounts = append(cl.Mounts, osv.Mount{Device: i, Target: s.Target})
+	}
+	if v.net != nil {
+		cl.Network = &osv.Network{Interface: "eth0", Addr: v.net.Addr, Gateway: v.net.Gateway, Nameservers: plan.Nameservers}
+	}
+	if v.cmdline, err = cl.String(); err != nil {
+		return nil, err
+	}
+	disk := filepath.Join(v.dir, "disk.qcow2")
+	if err := qemu.CreateOverlay(ctx, layout.Disk, layout.DiskFormat, disk); err != nil {
+		return nil, fmt.Errorf("instance disk: %w", err)
+	}
+	if layout.Kernel != "" {
+		if err := osv.CheckLength(v.cmdline, osv.MaxDirect); err != nil {
+			return nil, err
+		}
+	} else {
+		if err := osv.CheckLength(v.cmdline, osv.MaxDisk); err != nil {
+			return nil, err
+		}
+		// NUL-terminated, padded to whole sectors so nothing of the base's
+		// own command line shows through.
+		n := (len(v.cmdline) + 1 + 511) / 512 * 512
+		buf := make([]byte, n)
+		copy(buf, v.cmdline)
+		if err := qemu.WriteAt(ctx, disk, osv.CmdlineOffset, buf); err != nil {
+			return nil, fmt.Errorf("write command line: %w", err)
+		}
+	}
+	if plan.CgroupsPath != "" {
+		if v.cg, err = newCgroup(plan.CgroupsPath, plan.Resources); err != nil {
+			return nil, err
+		}
+	}
+	if err := v.saveState(nil); err != nil {
+		return nil, err
+	}
+	log.G(ctx).WithField("cmdline", v.cmdline).WithField("direct", layout.Kernel != "").Debug("vm created")
+	return v, nil
+}
+
+// Start boots the VM. Under KVM, a guest silent for KVMBootTimeout is
+// booted again under TCG (see KVMBootTimeout).
+func (v *VM) Start(ctx context.Context) error {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	if v.status != Created {
+		return fmt.Errorf("vm %s is not in created state: %w", v.cfg.ID, errdefs.ErrFailedPrecondition)
+	}
+	accel, err := qemu.Accelerator(ctx, v.cfg.Accel)
+	if err != nil {
+		return err
+	}
+	if v.net != nil {
+		if err := netns.Wire(v.plan.NetNS, *v.net, v.tap); err != nil {
+			return fmt.Errorf("wire %s to %s: %w", v.tap, v.net.Interface, err)
+		}
+	}
+	pump := make(chan struct{})
+	err = v.boot(ctx, accel, pump)
+	if accel == qemu.KVM && v.cfg.Accel == "" && !v.bootedUnderKVM(err, pump) {
+		// KVM opened, and even ran the probe, yet the guest died or stays
+		// silent: KVM does not really run guests here (nested KVM).
+		log.G(ctx).WithError(err).WithField("qemu", v.stderr.String()).Warn("guest failed under KVM: using TCG from now on")
+		v.stopProcesses()
+		qemu.RememberAccelerator(qemu.TCG)
+		v.qemu, v.qmp, v.cons, v.stderr = nil, nil, newConsole(), &tailBuffer{max: 4096}
+		pump = make(chan struct{})
+		err = v.boot(ctx, qemu.TCG, pump)
+	}
+	if err != nil {
+		v.stopProcesses()
+		return err
+	}
+	v.status = Running
+	go v.wait(ctx, v.qemu, pump)
+	return nil
+}
+
+// bootedUnderKVM reports whether a guest booted under KVM shows life: its
+// first console output within KVMBootTimeout, QEMU still running.
+func (v *VM) bootedUnderKVM(bootErr error, pump chan struct{}) bool {
+	if bootErr != nil {
+		return false
+	}
+	select {
+	case <-v.cons.first:
+		return true
+	case <-pump:
+		return false
+	case <-time.After(KVMBootTimeout):
+		return false
+	}
+}
+
+// boot starts virtiofsd for each share, then QEMU in the container's
+// network namespace and cgroup, its console copied to stdout; pump is
+// closed when the console ends.
+func (v *VM) boot(ctx context.Context, accel string, pump chan struct{}) error {
+	var shares []string
+	v.fsds = nil
+	for i, s := range v.plan.Shares {
+		sock := "fs" + strconv.Itoa(i) + ".sock"
+		// The shim makes the socket and hands virtiofsd the listening fd:
+		// given a path, virtiofsd would lock a pid file named after it in
+		// /run/virtiofsd, shared by every VM, and leave it behind.
+		f, err := listenUnix(filepath.Join(v.dir, sock))
+		if err != nil {
+			return fmt.Errorf("virtio-fs socket for %s: %w", s.Target, err)
+		}
+		cmd := exec.Command(Virtiofsd, "--fd=3", "-o", "source="+s.Source, "-o", "cache=auto")
+		cmd.Dir = v.dir
+		cmd.Stderr = v.stderr
+		cmd.ExtraFiles = []*os.File{f}
+		cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+		err = cmd.Start()
+		f.Close()
+		if err != nil {
+			return fmt.Errorf("start virtiofsd for %s: %w", s.Target, err)
+		}
+		v.fsds = append(v.fsds, cmd)
+		if err := v.join(cmd.Process.Pid); err != nil {
+			return err
+		}
+		shares = append(shares, sock)
+	}
+	qc := qemu.Config{Name: "feather-" + v.cfg.ID, Accel: accel, MemoryMiB: v.plan.MemoryMiB, CPUs: v.plan.CPUs,
+		Disk: "disk.qcow2", QMP: "qmp.sock", Shares: shares, Tap: v.tap}
+	if v.layout.Kernel != "" {
+		qc.Kernel, qc.Initrd, qc.Append = v.layout.Kernel, v.layout.Initrd, v.cmdline
+	}
+	if v.net != nil {
+		qc.MAC = v.net.MAC
+	}
+	args, err := qc.Args()
+	if err != nil {
+		return err
+	}
+	cmd := exec.Command(qemu.System, args...)
+	cmd.Dir = v.dir
+	cmd.Stderr = v.stderr
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		return err
+	}
+	_ = os.Remove(filepath.Join(v.dir, "qmp.sock"))
+	if err := netns.Do(v.plan.NetNS, cmd.Start); err != nil {
+		if errors.Is(err, exec.ErrNotFound) {
+			return fmt.Errorf("%s not found: install Debian package qemu-system-x86: %w", qemu.System, errdefs.ErrFailedPrecondition)
+		}
+		return fmt.Errorf("start qemu: %w", err)
+	}
+	v.qemu = cmd
+	if err := v.join(cmd.Process.Pid); err != nil {
+		return err
+	}
+	if err := v.saveState(append(v.pids(), cmd.Process.Pid)); err != nil {
+		return err
+	}
+	go func() {
+		v.cons.pump(out, v.cfg.Stdout)
+		close(pump)
+	}()
+	dctx, cancel := context.WithTimeout(ctx, socketTimeout)
+	defer cancel()
+	c, err := qmp.Dial(dctx, filepath.Join(v.dir, "qmp.sock"))
+	if err != nil {
+		return fmt.Errorf("qemu control socket: %w: %s", err, v.stderr.String())
+	}
+	v.qmp = c
+	go v.watchEvents(c)
+	return nil
+}
+
+// join puts pid into the container's cgroup, if it has one.
+func (v *VM) join(pid int) error {
+	if v.cg == nil {
+		return nil
+	}
+	if err := v.cg.add(pid); err != nil {
+		return fmt.Errorf("join cgroup %s: %w", v.plan.CgroupsPath, err)
+	}
+	return nil
+}
+
+// watchEvents records why QEMU shut down.
+func (v *VM) watchEvents(c *qmp.Client) {
+	for ev := range c.Events() {
+		if ev.Name != "SHUTDOWN" {
+			continue
+		}
+		var data struct{ Reason string }
+		if err := jsonUnmarshal(ev.Data, &data); err == nil {
+			v.mu.Lock()
+			v.reason = data.Reason
+			v.mu.Unlock()
+		}
+	}
+}
+
+// wait reaps QEMU, works out the exit status, stops the helpers and marks
+// the VM stopped.
+func (v *VM) wait(ctx context.Context, cmd *exec.Cmd, pump chan struct{}) {
+	werr := cmd.Wait()
+	<-pump // the console's last lines are in
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	code, msg := v.exitStatus(werr)
+	if msg != "" {
+		log.G(ctx).WithField("status", code).Warn(msg)
+		if v.cfg.Stderr != nil {
+			fmt.Fprintf(v.cfg.Stderr, "feather: %s\n", msg)
+		}
+	}
+	v.stopHelpers()
+	if v.qmp != nil {
+		v.qmp.Close()
+	}
+	v.exitCode, v.exitedAt, v.status = code, time.Now(), Stopped
+	close(v.exited)
+}
+
+// exitStatus is the container's exit status: the guest's reported code;
+// else 128+signal when killed; else 0 for a clean power-off; else non-zero
+// with a message carrying the console's last lines. Called with mu held.
+func (v *VM) exitStatus(werr error) (int, string) {
+	if code, ok := v.cons.exitCode(); ok {
+		return code, ""
+	}
+	if v.killSig != 0 {
+		return 128 + int(v.killSig), ""
+	}
+	tail := strings.Join(v.cons.lastLines(), "\n")
+	var ee *exec.ExitError
+	if errors.As(werr, &ee) {
+		return exitOr1(ee.ExitCode()), fmt.Sprintf("qemu exited with status %d: %s\nlast console lines:\n%s",
+			ee.ExitCode(), strings.TrimSpace(v.stderr.String()), tail)
+	}
+	if werr != nil {
+		return 1, fmt.Sprintf("qemu: %v", werr)
+	}
+	switch v.reason {
+	case "guest-shutdown", "host-qmp-quit", "host-qmp-system-reset", "":
+		if v.reason == "" && len(v.cons.lastLines()) == 0 {
+			return 1, "the VM ended without a word: no console output\n" + strings.TrimSpace(v.stderr.String())
+		}
+		return 0, ""
+	default:
+		return 1, fmt.Sprintf("the guest did not power off cleanly (%s: failed to boot or crashed); last console lines:\n%s", v.reason, tail)
+	}
+}
+
+func exitOr1(code int) int {
+	if code <= 0 {
+		return 1
+	}
+	return code
+}
+
+// Exited is closed once the VM has stopped.
+func (v *VM) Exited() <-chan struct{} { return v.exited }
+
+// ExitStatus returns the exit status and time, valid once Exited is closed.
+func (v *VM) ExitStatus() (int, time.Time) {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	return v.exitCode, v.exitedAt
+}
+
+// Status returns the VM's state.
+func (v *VM) Status() Status {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	return v.status
+}
+
+// Pid returns QEMU's pid, 0 before Start.
+func (v *VM) Pid() int {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	if v.qemu == nil {
+		return 0
+	}
+	return v.qemu.Process.Pid
+}
+
+// Pids returns the pids of QEMU and its virtiofsd helpers.
+func (v *VM) Pids() []int {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	pids := v.pids()
+	if v.qemu != nil {
+		pids = append([]int{v.qemu.Process.Pid}, pids...)
+	}
+	return pids
+}
+
+func (v *VM) pids() []int {
+	var pids []int
+	for _, c := range v.fsds {
+		pids = append(pids, c.Process.Pid)
+	}
+	return pids
+}
+
+// Kill delivers sig the way a VM understands it: SIGKILL ends QEMU at once;
+// any other signal asks the guest to power off (ACPI), and QEMU is told to
+// quit if it has not within TermGrace. The exit status is then 128+sig.
+func (v *VM) Kill(ctx context.Context, sig syscall.Signal) error {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	switch v.status {
+	case Created:
+		return fmt.Errorf("vm %s is not running: %w", v.cfg.ID, errdefs.ErrFailedPrecondition)
+	case Stopped:
+		return fmt.Errorf("vm %s: process already finished: %w", v.cfg.ID, errdefs.ErrNotFound)
+	}
+	if v.killSig == 0 || sig == syscall.SIGKILL {
+		v.killSig = sig
+	}
+	if sig == syscall.SIGKILL {
+		return v.qemu.Process.Kill()
+	}
+	if v.status == Paused {
+		_ = v.qmp.Cont(ctx) // a paused guest cannot power off
+	}
+	if err := v.qmp.SystemPowerdown(ctx); err != nil {
+		log.G(ctx).WithError(err).Warn("system_powerdown")
+	}
+	go func(q *qmp.Client, p *os.Process) {
+		select {
+		case <-v.exited:
+			return
+		case <-time.After(TermGrace):
+		}
+		qctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		defer cancel()
+		if err := q.Quit(qctx); err != nil {
+			_ = p.Kill()
+		}
+		select {
+		case <-v.exited:
+		case <-time.After(2 * time.Second):
+			_ = p.Kill()
+		}
+	}(v.qmp, v.qemu.Process)
+	return nil
+}
+
+// Pause stops the guest's vCPUs (QMP stop).
+func (v *VM) Pause(ctx context.Context) error {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	if v.status != Running {
+		return fmt.Errorf("vm %s is not running: %w", v.cfg.ID, errdefs.ErrFailedPrecondition)
+	}
+	if err := v.qmp.Stop(ctx); err != nil {
+		return err
+	}
+	v.status = Paused
+	return nil
+}
+
+// Resume lets a paused guest run again (QMP cont).
+func (v *VM) Resume(ctx context.Context) error {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	if v.status != Paused {
+		return fmt.Errorf("vm %s is not paused: %w", v.cfg.ID, errdefs.ErrFailedPrecondition)
+	}
+	if err := v.qmp.Cont(ctx); err != nil {
+		return err
+	}
+	v.status = Running
+	return nil
+}
+
+// Stats returns the cgroup metrics of the VM's processes.
+func (v *VM) Stats() (*anypb.Any, error) {
+	if v.cg == nil {
+		return nil, fmt.Errorf("vm %s has no cgroup: %w", v.cfg.ID, errdefs.ErrNotFound)
+	}
+	return v.cg.stats()
+}
+
+// Delete removes everything the VM holds: processes, tap, cgroup, files.
+// It is idempotent.
+func (v *VM) Delete(ctx context.Context) error {
+	v.mu.Lock()
+	running := v.status == Running || v.status == Paused
+	v.mu.Unlock()
+	if running {
+		return fmt.Errorf("vm %s is running: kill it first: %w", v.cfg.ID, errdefs.ErrFailedPrecondition)
+	}
+	return v.teardown(ctx)
+}
+
+func (v *VM) teardown(ctx context.Context) error {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	v.stopProcesses()
+	var errs []error
+	if v.tap != "" {
+		errs = append(errs, netns.Unwire(v.plan.NetNS, v.net.Interface, v.tap))
+	}
+	if v.cg != nil {
+		errs = append(errs, v.cg.delete())
+	}
+	errs = append(errs, os.RemoveAll(v.dir))
+	for _, c := range []io.Closer{v.cfg.Stdout, v.cfg.Stderr} {
+		if c != nil {
+			c.Close()
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// stopProcesses kills QEMU and virtiofsd, if running, and reaps them.
+// Called with mu held.
+func (v *VM) stopProcesses() {
+	if v.qemu != nil && v.qemu.ProcessState == nil {
+		_ = v.qemu.Process.Kill()
+		select {
+		case <-v.exited:
+		default:
+			if v.status == Created || v.status == Stopped {
+				_ = v.qemu.Wait()
+			}
+		}
+	}
+	if v.qmp != nil {
+		v.qmp.Close()
+	}
+	v.stopHelpers()
+}
+
+func (v *VM) stopHelpers() {
+	for _, c := range v.fsds {
+		if c.ProcessState == nil {
+			_ = c.Process.Kill()
+			_ = c.Wait()
+		}
+	}
+}
+
+func (v *VM) saveState(pids []int) error {
+	s := state{Pids: pids, NetNS: v.plan.NetNS, Tap: v.tap, CgroupsPath: v.plan.CgroupsPath}
+	if v.net != nil {
+		s.Interface = v.net.Interface
+	}
+	return s.write(v.dir)
+}
+
+// Cleanup removes what the VM of bundle left after its shim died: it kills
+// the processes recorded (if they still are QEMU or virtiofsd of this VM),
+// unwires the tap, deletes the cgroup and removes the VM's directory. It is
+// idempotent and ignores what is already gone.
+func Cleanup(ctx context.Context, bundle string) error {
+	dir := filepath.Join(bundle, Dir)
+	s, err := readState(dir)
+	if errors.Is(err, os.ErrNotExist) {
+		return os.RemoveAll(dir)
+	}
+	if err != nil {
+		return err
+	}
+	for _, pid := range s.Pids {
+		if cwd, err := os.Readlink(filepath.Join("/proc", strconv.Itoa(pid), "cwd")); err == nil && cwd == dir {
+			_ = syscall.Kill(pid, syscall.SIGKILL)
+		}
+	}
+	var errs []error
+	if s.Tap != "" {
+		errs = append(errs, netns.Unwire(s.NetNS, s.Interface, s.Tap))
+	}
+	if s.CgroupsPath != "" {
+		if cg, err := loadCgroup(s.CgroupsPath); err == nil {
+			deadline := time.Now().Add(5 * time.Second)
+			for {
+				err := cg.delete()
+				if err == nil || time.Now().After(deadline) {
+					errs = append(errs, err)
+					break
+				}
+				time.Sleep(50 * time.Millisecond) // killed processes leave the cgroup asynchronously
+			}
+		}
+	}
+	errs = append(errs, os.RemoveAll(dir))
+	return errors.Join(errs...)
+}
+
+// listenUnix makes a listening unix socket at path and returns it as a
+// file to hand to a child. A path too long for a socket address is made
+// relative to the working directory (the bundle, where the shim runs).
+func listenUnix(path string) (*os.File, error) {
+	_ = os.Remove(path)
+	addr := path
+	if len(addr) > 100 {
+		if cwd, err := os.Getwd(); err == nil {
+			if rel, err := filepath.Rel(cwd, path); err == nil {
+				addr = rel
+			}
+		}
+	}
+	l, err := net.ListenUnix("unix", &net.UnixAddr{Name: addr, Net: "unix"})
+	if err != nil {
+		return nil, err
+	}
+	l.SetUnlinkOnClose(false)
+	defer l.Close()
+	return l.File()
+}
+
+// tailBuffer keeps the last max bytes written to it.
+type tailBuffer struct {
+	mu  sync.Mutex
+	max int
+	b   []byte
+}
+
+func (t *tailBuffer) Write(p []byte) (int, error) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.b = append(t.b, p...)
+	if len(t.b) > t.max {
+		t.b = t.b[len(t.b)-t.max:]
+	}
+	return len(p), nil
+}
+
+func (t *tailBuffer) String() string {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return string(bytes.TrimSpace(t.b))
+}
