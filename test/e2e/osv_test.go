@@ -53,7 +53,8 @@ func osvEnv(t *testing.T) (*harness.Env, *harness.Containerd) {
 }
 
 // ctrRun runs `ctr run --rm --runtime io.containerd.osv.v1 ARGS…` and
-// returns its output and exit code.
+// returns its output — stdout, then, if it failed, its error with stderr —
+// and exit code.
 func ctrRun(ctx context.Context, t *testing.T, ctrd *harness.Containerd, args ...string) (string, int) {
 	t.Helper()
 	out, err := ctrd.Ctr(ctx, append([]string{"-n", ns, "run", "--rm", "--runtime", osvRuntime}, args...)...)
@@ -62,7 +63,7 @@ func ctrRun(ctx context.Context, t *testing.T, ctrd *harness.Containerd, args ..
 	case err == nil:
 		return out, 0
 	case errors.As(err, &ee):
-		return out, ee.ExitCode()
+		return out + err.Error(), ee.ExitCode()
 	default:
 		t.Fatalf("ctr run: %v", err)
 		return "", -1

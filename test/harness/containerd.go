@@ -143,12 +143,15 @@ func (c *Containerd) start(ctx context.Context, bin string, opts ContainerdOptio
 func (c *Containerd) Client() *client.Client { return c.client }
 
 // Ctr runs the real ctr against this daemon (`ctr --address … ARGS…`) and
-// returns its combined output; the error carries that output too.
+// returns its standard output; the error carries its standard error (where
+// ctr writes its own messages and warnings).
 func (c *Containerd) Ctr(ctx context.Context, args ...string) (string, error) {
 	cmd := exec.CommandContext(ctx, c.ctr, append([]string{"--address", c.Address}, args...)...)
-	out, err := cmd.CombinedOutput()
+	var stderr strings.Builder
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
 	if err != nil {
-		return string(out), fmt.Errorf("ctr %s: %w: %s", strings.Join(args, " "), err, out)
+		return string(out), fmt.Errorf("ctr %s: %w: %s", strings.Join(args, " "), err, stderr.String())
 	}
 	return string(out), nil
 }

@@ -55,7 +55,14 @@ func boot(con *os.File) error {
 	if err := loadModules(ModulesList); err != nil {
 		return err
 	}
-	line, fromDisk, err := DefaultSource.Read()
+	var (
+		line     string
+		fromDisk bool
+	)
+	err := retry(func() (err error) { // the boot disk may still be probing
+		line, fromDisk, err = DefaultSource.Read()
+		return err
+	})
 	if err != nil {
 		return err
 	}
