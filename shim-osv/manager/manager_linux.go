@@ -105,11 +105,11 @@ func (manager) Stop(ctx context.Context, id string) (shim.StopStatus, error) {
 	if err != nil {
 		return shim.StopStatus{}, err
 	}
-	if err := vm.Cleanup(ctx, bundle); err != nil {
-		log.G(ctx).WithError(err).Warn("clean up vm")
-	}
 	if err := mount.UnmountRecursive(filepath.Join(bundle, "rootfs"), 0); err != nil {
 		log.G(ctx).WithError(err).Warn("unmount rootfs")
+	}
+	if err := vm.Cleanup(ctx, bundle); err != nil {
+		log.G(ctx).WithError(err).Warn("clean up vm")
 	}
 	return shim.StopStatus{ExitedAt: time.Now(), ExitStatus: 128 + int(syscall.SIGKILL)}, nil
 }

@@ -31,6 +31,8 @@ type Containerd struct {
 	Config string
 
 	ctr    string
+	bin    string
+	opts   ContainerdOptions
 	proc   *Process
 	client *client.Client
 }
@@ -91,7 +93,7 @@ func (e *Env) StartContainerd(opts ContainerdOptions) *Containerd {
 	_, err := exec.LookPath("runc")
 	Prerequisite(e.t, err == nil, "runc not found: run `make deps` (Debian package runc)")
 
-	c := &Containerd{Dir: filepath.Join(e.Dir, "containerd"), ctr: ctr}
+	c := &Containerd{Dir: filepath.Join(e.Dir, "containerd"), ctr: ctr, bin: bin, opts: opts}
 	c.Address = filepath.Join(c.Dir, "containerd.sock")
 	c.Config = filepath.Join(c.Dir, "config.toml")
 	e.onClose(c.stop)
@@ -137,6 +139,17 @@ func (c *Containerd) start(ctx context.Context, bin string, opts ContainerdOptio
 		_, err := c.client.Version(ctx)
 		return err
 	})
+}
+
+// Restart stops the daemon alone — its shims and their tasks keep running,
+// as through a crash or an upgrade — and starts it again on the same state.
+func (c *Containerd) Restart(ctx context.Context) error {
+	if c.client != nil {
+		c.client.Close()
+		c.client = nil
+	}
+	c.proc.Stop(10 * time.Second)
+	return c.start(ctx, c.bin, c.opts)
 }
 
 // Client returns a client of this daemon; the harness closes it.

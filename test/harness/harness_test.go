@@ -229,12 +229,16 @@ func runBusybox(ctx context.Context, t *testing.T, env *harness.Env, ctrd *harne
 	if err := st.Start(ctx); err != nil {
 		t.Fatal(err)
 	}
-	procs, err := leak.Processes(env.Dir)
+	// The container's process is tied to the tree (through its shim and its
+	// root filesystem) from the moment it runs; poll, as it may still be
+	// between runc's init and exec.
+	var procs []leak.Proc
+	err = wait.PollUntilContextTimeout(ctx, 50*time.Millisecond, 10*time.Second, true, func(context.Context) (bool, error) {
+		procs, err = leak.Processes(env.Dir)
+		return err == nil && containsPid(procs, int(st.Pid())), err
+	})
 	if err != nil {
-		t.Fatal(err)
-	}
-	if !containsPid(procs, int(st.Pid())) {
-		t.Errorf("leak.Processes does not see the running container %d: %+v", st.Pid(), procs)
+		t.Errorf("leak.Processes does not see the running container %d: %v: %+v", st.Pid(), err, procs)
 	}
 }
 
