@@ -104,20 +104,27 @@ func KindOf(config []byte) (Kind, error) {
 	if err := json.Unmarshal(config, &img); err != nil {
 		return Kind{}, fmt.Errorf("parse image config: %w", err)
 	}
-	k := Kind{Backend: img.Config.Labels[LabelBackend], Runtime: img.Config.Labels[LabelRuntime]}
-	if k.Backend == "" {
-		k.Backend = img.LegacyBackend
+	labels := map[string]string{LabelBackend: img.LegacyBackend, LabelRuntime: img.LegacyRuntime}
+	for _, key := range []string{LabelBackend, LabelRuntime} {
+		if v := img.Config.Labels[key]; v != "" {
+			labels[key] = v
+		}
 	}
-	if k.Runtime == "" {
-		k.Runtime = img.LegacyRuntime
-	}
+	return KindFromLabels(labels), nil
+}
+
+// KindFromLabels reads the kind from labels — an image config's, or a
+// container's, onto which ctr run and the agent copy them. The runtime
+// defaults to RuntimeQEMU for a VM image. It does not validate.
+func KindFromLabels(labels map[string]string) Kind {
+	k := Kind{Backend: labels[LabelBackend], Runtime: labels[LabelRuntime]}
 	if k.Backend == "" {
-		return Kind{}, nil
+		return Kind{}
 	}
 	if k.Runtime == "" {
 		k.Runtime = RuntimeQEMU
 	}
-	return k, nil
+	return k
 }
 
 // Labels returns the config labels that mark an image as kind k.

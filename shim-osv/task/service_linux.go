@@ -27,6 +27,7 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/feather-edge/feather/shim-osv/vm"
+	"github.com/feather-edge/feather/vmimage"
 )
 
 // AccelEnv, in the shim's environment (containerd's, which it inherits),
@@ -157,7 +158,7 @@ func (s *Service) checkLabels(ctx context.Context, id string) error {
 		log.G(ctx).WithError(err).Debug("container labels unavailable; image labels not checked")
 		return nil
 	}
-	return kindFromLabels(labels).Validate()
+	return vmimage.KindFromLabels(labels).Validate()
 }
 
 func readSpec(bundle string) (*specs.Spec, error) {
