@@ -40,5 +40,3 @@ func readState(dir string) (state, error) {
 	}
 	return s, json.Unmarshal(b, &s)
 }
-
-func jsonUnmarshal(b []byte, v any) error { return json.Unmarshal(b, v) }

@@ -3,6 +3,7 @@ package vm
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -324,7 +325,7 @@ func (v *VM) watchEvents(c *qmp.Client) {
 			continue
 		}
 		var data struct{ Reason string }
-		if err := jsonUnmarshal(ev.Data, &data); err == nil {
+		if err := json.Unmarshal(ev.Data, &data); err == nil {
 			v.mu.Lock()
 			v.reason = data.Reason
 			v.mu.Unlock()

@@ -35,17 +35,8 @@ func TestOSvLifecycle(t *testing.T) {
 		}
 		return out
 	}
-	ctr("run", "-d", "--runtime", osvRuntime, directRef, "life", "/sleep", "600")
 	nctx := namespaces.WithNamespace(ctx, ns)
-	c, err := ctrd.Client().LoadContainer(nctx, "life")
-	if err != nil {
-		t.Fatal(err)
-	}
-	task, err := c.Task(nctx, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	waitStatus(nctx, t, task, client.Running)
+	task := runDetached(nctx, t, ctrd, "life")
 
 	metrics := ctr("task", "metrics", "life")
 	for _, name := range []string{"memory.usage_in_bytes", "cpuacct.usage"} {
@@ -77,6 +68,32 @@ func TestOSvLifecycle(t *testing.T) {
 	ctr("task", "delete", "life")
 	ctr("container", "delete", "life")
 	assertNoLeaks(t, env)
+}
+
+// runDetached starts `/sleep 600` in the direct-boot image as a background
+// VM (ctr run -d) and returns its task once it runs.
+func runDetached(ctx context.Context, t *testing.T, ctrd *harness.Containerd, id string) client.Task {
+	t.Helper()
+	if _, err := ctrd.Ctr(ctx, "-n", ns, "run", "-d", "--runtime", osvRuntime, directRef, id, "/sleep", "600"); err != nil {
+		t.Fatal(err)
+	}
+	task := loadTask(ctx, t, ctrd, id)
+	waitStatus(ctx, t, task, client.Running)
+	return task
+}
+
+// loadTask returns the task of container id; ctx carries the namespace.
+func loadTask(ctx context.Context, t *testing.T, ctrd *harness.Containerd, id string) client.Task {
+	t.Helper()
+	c, err := ctrd.Client().LoadContainer(ctx, id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	task, err := c.Task(ctx, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return task
 }
 
 func waitStatus(ctx context.Context, t *testing.T, task client.Task, want client.ProcessStatus) {

@@ -10,7 +10,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/containerd/containerd/v2/client"
 	"github.com/containerd/containerd/v2/pkg/namespaces"
 
 	"github.com/feather-edge/feather/test/leak"
@@ -43,24 +42,7 @@ func TestOSvSurvival(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 	nctx := namespaces.WithNamespace(ctx, ns)
-	run := func(id string) client.Task {
-		t.Helper()
-		if _, err := ctrd.Ctr(ctx, "-n", ns, "run", "-d", "--runtime", osvRuntime, directRef, id, "/sleep", "600"); err != nil {
-			t.Fatal(err)
-		}
-		c, err := ctrd.Client().LoadContainer(nctx, id)
-		if err != nil {
-			t.Fatal(err)
-		}
-		task, err := c.Task(nctx, nil)
-		if err != nil {
-			t.Fatal(err)
-		}
-		waitStatus(nctx, t, task, client.Running)
-		return task
-	}
-
-	run("survivor")
+	runDetached(nctx, t, ctrd, "survivor")
 	if err := ctrd.Restart(ctx); err != nil {
 		t.Fatal(err)
 	}
@@ -68,15 +50,7 @@ func TestOSvSurvival(t *testing.T) {
 	if err != nil || !strings.Contains(out, "survivor") || !strings.Contains(out, "RUNNING") {
 		t.Fatalf("after a containerd restart, ctr task ls = %q (%v), want survivor RUNNING", out, err)
 	}
-	c, err := ctrd.Client().LoadContainer(nctx, "survivor")
-	if err != nil {
-		t.Fatal(err)
-	}
-	task, err := c.Task(nctx, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	exitCh, err := task.Wait(nctx)
+	exitCh, err := loadTask(nctx, t, ctrd, "survivor").Wait(nctx)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -95,7 +69,7 @@ func TestOSvSurvival(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	victim := run("victim")
+	victim := runDetached(nctx, t, ctrd, "victim")
 	exitCh, err = victim.Wait(nctx)
 	if err != nil {
 		t.Fatal(err)
