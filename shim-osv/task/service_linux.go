@@ -116,16 +116,9 @@ func (s *Service) Create(ctx context.Context, r *taskAPI.CreateTaskRequest) (_ *
 			}
 		}()
 	}
-	stdout, err := openOutput(ctx, r.Stdout)
+	stdout, stderr, err := openOutputs(ctx, r.ID, r.Stdout, r.Stderr)
 	if err != nil {
-		return nil, errgrpc.ToGRPC(fmt.Errorf("stdout: %w", err))
-	}
-	stderr, err := openOutput(ctx, r.Stderr)
-	if err != nil {
-		if stdout != nil {
-			stdout.Close()
-		}
-		return nil, errgrpc.ToGRPC(fmt.Errorf("stderr: %w", err))
+		return nil, errgrpc.ToGRPC(err)
 	}
 	v, err := vm.Create(ctx, vm.Config{ID: r.ID, Bundle: r.Bundle, Rootfs: rootfs, Spec: spec,
 		Stdout: stdout, Stderr: stderr, Accel: os.Getenv(AccelEnv)})

@@ -4,6 +4,8 @@ import (
 	"archive/tar"
 	"bytes"
 	"context"
+	"os"
+	"os/exec"
 	"path/filepath"
 	"runtime"
 	"strconv"
@@ -178,6 +180,39 @@ func TestOSvBadInput(t *testing.T) {
 	}
 	out, err := ctrd.Ctr(ctx, "-n", ns, "container", "ls", "-q")
 	if err != nil || strings.TrimSpace(out) != "" {
+		t.Errorf("containers left: %q (%v)", out, err)
+	}
+	assertNoLeaks(t, env)
+}
+
+// TestOSvNoQEMU runs a VM with qemu-system-x86_64 missing from the shim's
+// PATH (the rest of QEMU's tools are there): ctr must name the binary and
+// the package to install, and nothing may be left.
+func TestOSvNoQEMU(t *testing.T) {
+	osvPrerequisites(t)
+	tools := t.TempDir()
+	for _, tool := range []string{"qemu-img", "qemu-io"} {
+		p, err := exec.LookPath(tool)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Symlink(p, filepath.Join(tools, tool)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	env := harness.New(t)
+	ctrd := env.StartContainerd(harness.ContainerdOptions{HostPath: tools})
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	importGuests(ctx, t, ctrd)
+	out, code := ctrRun(ctx, t, ctrd, directRef, "noqemu", "/hello")
+	t.Logf("ctr run: exit %d: %s", code, out)
+	for _, want := range []string{"qemu-system-x86_64 not found", "qemu-system-x86"} {
+		if code == 0 || !strings.Contains(out, want) {
+			t.Errorf("ctr run: exit %d, output lacks %q:\n%s", code, want, out)
+		}
+	}
+	if out, err := ctrd.Ctr(ctx, "-n", ns, "container", "ls", "-q"); err != nil || strings.TrimSpace(out) != "" {
 		t.Errorf("containers left: %q (%v)", out, err)
 	}
 	assertNoLeaks(t, env)

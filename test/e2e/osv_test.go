@@ -28,28 +28,47 @@ const (
 // test guest's two images.
 func osvEnv(t *testing.T) (*harness.Env, *harness.Containerd) {
 	t.Helper()
-	harness.RequiresBin(t, "containerd-shim-osv-v1")
-	root, err := harness.RepoRoot()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, img := range []string{"testguest-direct", "testguest-disk"} {
-		p := filepath.Join(root, "_output", "guest", img+".oci.tar")
-		_, err := os.Stat(p)
-		harness.Prerequisite(t, err == nil, p+" not built: run `make guest`")
-	}
-	_, err = exec.LookPath("qemu-system-x86_64")
-	harness.Prerequisite(t, err == nil, "qemu-system-x86_64 not found: run `make deps`")
+	osvPrerequisites(t)
 	env := harness.New(t)
 	ctrd := env.StartContainerd(harness.ContainerdOptions{})
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
+	importGuests(ctx, t, ctrd)
+	return env, ctrd
+}
+
+// osvPrerequisites skips t (fails it under FEATHER_E2E=required) unless the
+// shim, the test guest's images and QEMU are there.
+func osvPrerequisites(t *testing.T) {
+	t.Helper()
+	harness.RequiresBin(t, "containerd-shim-osv-v1")
 	for _, img := range []string{"testguest-direct", "testguest-disk"} {
-		if _, err := ctrd.Ctr(ctx, "-n", ns, "image", "import", filepath.Join(root, "_output", "guest", img+".oci.tar")); err != nil {
+		p := guestImage(t, img)
+		_, err := os.Stat(p)
+		harness.Prerequisite(t, err == nil, p+" not built: run `make guest`")
+	}
+	_, err := exec.LookPath("qemu-system-x86_64")
+	harness.Prerequisite(t, err == nil, "qemu-system-x86_64 not found: run `make deps`")
+}
+
+// guestImage is the path of the test guest's image tarball name.
+func guestImage(t *testing.T, name string) string {
+	t.Helper()
+	root, err := harness.RepoRoot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return filepath.Join(root, "_output", "guest", name+".oci.tar")
+}
+
+// importGuests imports both test guest images into namespace ns.
+func importGuests(ctx context.Context, t *testing.T, ctrd *harness.Containerd) {
+	t.Helper()
+	for _, img := range []string{"testguest-direct", "testguest-disk"} {
+		if _, err := ctrd.Ctr(ctx, "-n", ns, "image", "import", guestImage(t, img)); err != nil {
 			t.Fatal(err)
 		}
 	}
-	return env, ctrd
 }
 
 // ctrRun runs `ctr run --rm --runtime io.containerd.osv.v1 ARGS…` and

@@ -44,6 +44,10 @@ type ContainerdOptions struct {
 	// writes ([grpc], [ttrpc], [debug], [metrics] and the opt and
 	// image-verifier plugin tables).
 	Config string
+	// HostPath, when set, replaces the test's $PATH after Feather's own bin
+	// directories in containerd's PATH (which its shims inherit), e.g. to
+	// run a shim without one of the host's tools.
+	HostPath string
 }
 
 // The daemon's config: version 3 is containerd 2.x's. CRI and NRI are off —
@@ -121,8 +125,11 @@ func (c *Containerd) start(ctx context.Context, bin string, opts ContainerdOptio
 	if err != nil {
 		return err
 	}
-	path := "PATH=" + strings.Join([]string{
-		filepath.Join(root, "bin"), filepath.Join(root, "_output", "bin"), os.Getenv("PATH")}, ":")
+	host := os.Getenv("PATH")
+	if opts.HostPath != "" {
+		host = opts.HostPath
+	}
+	path := "PATH=" + strings.Join([]string{filepath.Join(root, "bin"), filepath.Join(root, "_output", "bin"), host}, ":")
 	c.proc, err = startProcess("containerd", filepath.Join(c.Dir, "containerd.log"), []string{path},
 		bin, "--config", c.Config)
 	if err != nil {

@@ -10,6 +10,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -211,4 +212,33 @@ func unescape(s string) string {
 // Under reports whether path is dir or lies beneath it.
 func Under(path, dir string) bool {
 	return path == dir || strings.HasPrefix(path, dir+"/")
+}
+
+// Named returns the live processes other than this one whose executable's
+// base name is one of names (e.g. "qemu-system-x86_64"), with Why "exe", to
+// find what a whole test suite left behind wherever it ran.
+func Named(names ...string) ([]Proc, error) {
+	ents, err := os.ReadDir("/proc")
+	if err != nil {
+		return nil, err
+	}
+	var out []Proc
+	for _, e := range ents {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil || pid == os.Getpid() {
+			continue
+		}
+		base := filepath.Join("/proc", e.Name())
+		exe, err := os.Readlink(filepath.Join(base, "exe"))
+		if err != nil || !slices.Contains(names, filepath.Base(strings.TrimSuffix(exe, " (deleted)"))) {
+			continue
+		}
+		if _, state, ok := stat(base); !ok || state == 'Z' {
+			continue
+		}
+		cmd, _ := os.ReadFile(filepath.Join(base, "cmdline"))
+		out = append(out, Proc{Pid: pid, Why: "exe",
+			Cmdline: strings.TrimSpace(string(bytes.ReplaceAll(cmd, []byte{0}, []byte{' '})))})
+	}
+	return out, nil
 }

@@ -99,3 +99,22 @@ func TestProcesses(t *testing.T) {
 		})
 	}
 }
+
+func TestNamed(t *testing.T) {
+	cmd := exec.Command("sleep", "60")
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer cmd.Wait()
+	defer cmd.Process.Kill()
+	procs, err := Named("sleep")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !slices.ContainsFunc(procs, func(p Proc) bool { return p.Pid == cmd.Process.Pid && p.Cmdline == "sleep 60" }) {
+		t.Errorf("Named(sleep) = %+v, lacks pid %d", procs, cmd.Process.Pid)
+	}
+	if procs, _ := Named("no-such-program"); len(procs) != 0 {
+		t.Errorf("Named(no-such-program) = %+v", procs)
+	}
+}
