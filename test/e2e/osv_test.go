@@ -26,7 +26,7 @@ const (
 
 // osvEnv starts containerd with the OSv shim on its PATH and imports the
 // test guest's two images.
-func osvEnv(t *testing.T) (*harness.Env, *harness.Containerd) {
+func osvEnv(t testing.TB) (*harness.Env, *harness.Containerd) {
 	t.Helper()
 	osvPrerequisites(t)
 	env := harness.New(t)
@@ -39,7 +39,7 @@ func osvEnv(t *testing.T) (*harness.Env, *harness.Containerd) {
 
 // osvPrerequisites skips t (fails it under FEATHER_E2E=required) unless the
 // shim, the test guest's images and QEMU are there.
-func osvPrerequisites(t *testing.T) {
+func osvPrerequisites(t testing.TB) {
 	t.Helper()
 	harness.RequiresBin(t, "containerd-shim-osv-v1")
 	for _, img := range []string{"testguest-direct", "testguest-disk"} {
@@ -52,7 +52,7 @@ func osvPrerequisites(t *testing.T) {
 }
 
 // guestImage is the path of the test guest's image tarball name.
-func guestImage(t *testing.T, name string) string {
+func guestImage(t testing.TB, name string) string {
 	t.Helper()
 	root, err := harness.RepoRoot()
 	if err != nil {
@@ -62,7 +62,7 @@ func guestImage(t *testing.T, name string) string {
 }
 
 // importGuests imports both test guest images into namespace ns.
-func importGuests(ctx context.Context, t *testing.T, ctrd *harness.Containerd) {
+func importGuests(ctx context.Context, t testing.TB, ctrd *harness.Containerd) {
 	t.Helper()
 	for _, img := range []string{"testguest-direct", "testguest-disk"} {
 		if _, err := ctrd.Ctr(ctx, "-n", ns, "image", "import", guestImage(t, img)); err != nil {
