@@ -42,7 +42,7 @@ type Disk struct {
 func Open(path string) (*Disk, error) {
 	f, err := os.Open(path)
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("disk image: %w", err)
 	}
 	d, err := open(f)
 	if err != nil {

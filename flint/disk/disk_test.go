@@ -1,6 +1,7 @@
 package disk
 
 import (
+	"errors"
 	"os"
 	"path/filepath"
 	"strings"
@@ -82,7 +83,7 @@ func TestOpenRefuses(t *testing.T) {
 			t.Errorf("Open(%s) = %v, want an ErrInvalidArgument error with %q", tc.path, err, tc.want)
 		}
 	}
-	if _, err := Open(filepath.Join(dir, "absent")); !os.IsNotExist(err) {
+	if _, err := Open(filepath.Join(dir, "absent")); !errors.Is(err, os.ErrNotExist) {
 		t.Errorf("Open(absent) = %v, want not-exist", err)
 	}
 }

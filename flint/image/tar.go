@@ -186,10 +186,24 @@ func WriteTarFile(ctx context.Context, path string, img Image) error {
 
 // WriteFileAtomic creates the file at path with what write writes, whole
 // or not at all (see WriteTarFile).
-func WriteFileAtomic(path string, write func(io.Writer) error) (err error) {
-	f, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp-*")
+func WriteFileAtomic(path string, write func(io.Writer) error) error {
+	p, err := WritePending(path, write)
 	if err != nil {
 		return err
+	}
+	return p.Commit()
+}
+
+// Pending is a file written but not yet in place: Commit puts it there,
+// Discard removes it.
+type Pending struct{ tmp, path string }
+
+// WritePending writes what write writes to a temporary file beside path
+// and syncs it; on failure it removes it.
+func WritePending(path string, write func(io.Writer) error) (_ *Pending, err error) {
+	f, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp-*")
+	if err != nil {
+		return nil, err
 	}
 	defer func() {
 		if err != nil {
@@ -198,19 +212,31 @@ func WriteFileAtomic(path string, write func(io.Writer) error) (err error) {
 		}
 	}()
 	if err := write(f); err != nil {
-		return fmt.Errorf("write %s: %w", path, err)
+		return nil, fmt.Errorf("write %s: %w", path, err)
 	}
 	if err := f.Chmod(0o644); err != nil {
-		return err
+		return nil, err
 	}
 	if err := f.Sync(); err != nil {
-		return err
+		return nil, err
 	}
 	if err := f.Close(); err != nil {
+		return nil, err
+	}
+	return &Pending{tmp: f.Name(), path: path}, nil
+}
+
+// Commit renames the file into place.
+func (p *Pending) Commit() error {
+	if err := os.Rename(p.tmp, p.path); err != nil {
+		os.Remove(p.tmp)
 		return err
 	}
-	return os.Rename(f.Name(), path)
+	return nil
 }
+
+// Discard removes the file; after Commit it does nothing.
+func (p *Pending) Discard() { os.Remove(p.tmp) }
 
 // openFileReaderAt opens a file as a content.ReaderAt.
 func openFileReaderAt(path string) (content.ReaderAt, error) {

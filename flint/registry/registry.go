@@ -121,12 +121,12 @@ func explain(err error, ref string) error {
 	}
 	switch {
 	case status == http.StatusUnauthorized || errors.Is(err, docker.ErrInvalidAuthorization):
-		return fmt.Errorf("registry %s refused access (401 Unauthorized): log in (docker login %s) so that the docker config.json holds credentials for it, or check them: %w",
-			host, host, errors.Join(err, errdefs.ErrUnauthenticated))
+		return fmt.Errorf("registry %s refused access (401 Unauthorized): log in (docker login %s) so that the docker config.json holds credentials for it, or check them: %w: %w",
+			host, host, err, errdefs.ErrUnauthenticated)
 	case status == http.StatusForbidden:
-		return fmt.Errorf("registry %s denied access (403 Forbidden): the credentials lack permission for %s: %w", host, ref, errors.Join(err, errdefs.ErrPermissionDenied))
+		return fmt.Errorf("registry %s denied access (403 Forbidden): the credentials lack permission for %s: %w: %w", host, ref, err, errdefs.ErrPermissionDenied)
 	case status == http.StatusNotFound || errdefs.IsNotFound(err):
-		return fmt.Errorf("%s: not found in the registry: %w", ref, errors.Join(err, errdefs.ErrNotFound))
+		return fmt.Errorf("%s: not found in the registry: %w: %w", ref, err, errdefs.ErrNotFound)
 	case strings.Contains(err.Error(), "server gave HTTP response to HTTPS client"):
 		return fmt.Errorf("registry %s speaks plain HTTP: add --plain-http: %w", host, err)
 	}
@@ -238,10 +238,13 @@ type tracker struct {
 	mu   sync.Mutex
 	size map[string]int64
 	got  map[string]int64
+	// last are the manifests: read to find their children before they
+	// are sent, so their reads say nothing; they are done with the push.
+	last map[string]bool
 }
 
 func newTracker(bars *progress.Bars, blobs []ocispec.Descriptor, c image.Contents) *tracker {
-	t := &tracker{bars: bars, size: map[string]int64{}, got: map[string]int64{}}
+	t := &tracker{bars: bars, size: map[string]int64{}, got: map[string]int64{}, last: map[string]bool{}}
 	for _, d := range blobs {
 		label := "layer "
 		switch {
@@ -249,6 +252,7 @@ func newTracker(bars *progress.Bars, blobs []ocispec.Descriptor, c image.Content
 			label = "config "
 		case images.IsManifestType(d.MediaType):
 			label = "manifest "
+			t.last[d.Digest.String()] = true
 		}
 		id := d.Digest.String()
 		t.size[id] = d.Size
@@ -261,7 +265,7 @@ func newTracker(bars *progress.Bars, blobs []ocispec.Descriptor, c image.Content
 func (t *tracker) set(id string, n int64) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	if _, ok := t.size[id]; !ok {
+	if _, ok := t.size[id]; !ok || t.last[id] {
 		return
 	}
 	t.got[id] = n
@@ -281,6 +285,8 @@ func (t *tracker) finish(err error) {
 	defer t.mu.Unlock()
 	for id, size := range t.size {
 		switch got, moved := t.got[id]; {
+		case t.last[id] && err == nil:
+			t.bars.Done(id, "done")
 		case moved && got >= size:
 		case err != nil:
 			t.bars.Done(id, "failed")
