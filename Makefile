@@ -19,6 +19,7 @@ guest: ## Build the OSv-protocol test guest images into _output/guest (cached; a
 build: ## Build all packages, and Feather's binaries into bin/
 	$(GO) build ./...
 	CGO_ENABLED=0 $(GO) build $(BINFLAGS) -o bin/ ./shim-osv/cmd/containerd-shim-osv-v1
+	CGO_ENABLED=0 $(GO) build $(BINFLAGS) -o bin/ ./flint/cmd/flint
 
 lint: ## Check formatting of tracked .go files (gofmt) and run go vet
 	@files=$$(git ls-files '*.go'); \
