@@ -192,4 +192,3 @@ func keyValues(flag string, kvs []string) (map[string]string, error) {
 	}
 	return m, nil
 }
-

@@ -35,6 +35,9 @@ type Disk struct {
 
 	f     *os.File
 	qcow2 *qcow2
+	// unreadable says why the guest's bytes cannot be read (a qcow2
+	// feature this reader lacks); the header facts are still good.
+	unreadable error
 }
 
 // Open opens the disk image at path and reads its header. A file that is
@@ -72,7 +75,11 @@ func open(f *os.File) (*Disk, error) {
 	}
 	d := &Disk{DiskInfo: info, Size: fi.Size(), f: f}
 	if info.Format == vmimage.FormatQCOW2 {
-		if d.qcow2, err = openQCOW2(f, head[:n], fi.Size()); err != nil {
+		d.qcow2, err = openQCOW2(f, head[:n], fi.Size())
+		if errdefs.IsNotImplemented(err) {
+			d.unreadable, err = err, nil
+		}
+		if err != nil {
 			return nil, err
 		}
 	}
@@ -88,8 +95,12 @@ func (d *Disk) Close() error { return d.f.Close() }
 
 // ReadAt reads the guest's bytes at guest offset off: what the VM sees on
 // the disk, whatever the file format. Unallocated qcow2 clusters read as
-// zeros.
+// zeros. A qcow2 disk using a feature this reader lacks (zstd clusters,
+// extended L2 entries) gives an ErrNotImplemented error.
 func (d *Disk) ReadAt(p []byte, off int64) (int, error) {
+	if d.unreadable != nil {
+		return 0, d.unreadable
+	}
 	if off < 0 {
 		return 0, fmt.Errorf("negative offset: %w", errdefs.ErrInvalidArgument)
 	}
@@ -172,10 +183,10 @@ func openQCOW2(f io.ReaderAt, head []byte, fileSize int64) (*qcow2, error) {
 		}
 		incompat := be.Uint64(head[qcowIncompatOff:])
 		if incompat&qcowIncompatExtL2 != 0 {
-			return nil, fmt.Errorf("qcow2 with extended L2 entries is not supported; rewrite it: qemu-img convert -O qcow2 IN OUT: %w", errdefs.ErrNotImplemented)
+			return nil, fmt.Errorf("reading a qcow2 disk with extended L2 entries is not supported (rewrite it: qemu-img convert -O qcow2 IN OUT): %w", errdefs.ErrNotImplemented)
 		}
 		if incompat&qcowIncompatCompress != 0 && head[qcowCompressionOff] != 0 {
-			return nil, fmt.Errorf("qcow2 with zstd-compressed clusters is not supported; rewrite it: qemu-img convert -O qcow2 IN OUT: %w", errdefs.ErrNotImplemented)
+			return nil, fmt.Errorf("reading a qcow2 disk with zstd-compressed clusters is not supported (rewrite it: qemu-img convert -O qcow2 IN OUT): %w", errdefs.ErrNotImplemented)
 		}
 	}
 	l1Size := int64(be.Uint32(head[qcowL1SizeOff:]))

@@ -87,3 +87,19 @@ func TestOpenRefuses(t *testing.T) {
 		t.Errorf("Open(absent) = %v, want not-exist", err)
 	}
 }
+
+// TestUnreadable: a qcow2 disk with zstd clusters opens — its header is
+// fine — but its guest bytes cannot be read here.
+func TestUnreadable(t *testing.T) {
+	d, err := Open(filepath.Join("testdata", "zstd.qcow2"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.Close()
+	if d.Format != vmimage.FormatQCOW2 || d.VirtualSize != 128<<10 {
+		t.Errorf("header: %+v", d.DiskInfo)
+	}
+	if _, err := d.Cmdline(); !errdefs.IsNotImplemented(err) {
+		t.Errorf("Cmdline = %v, want ErrNotImplemented", err)
+	}
+}

@@ -113,11 +113,12 @@ func Pack(ctx context.Context, o Options) (_ *Packed, err error) {
 	defer kernel.close()
 	defer initrd.close()
 	if kernel.f == nil {
+		// A disk this reader cannot map goes unchecked: QEMU reads it.
 		boot, err := d.Bootable()
-		if err != nil {
+		if err != nil && !errdefs.IsNotImplemented(err) {
 			return nil, fmt.Errorf("disk %s: %w", o.Disk, err)
 		}
-		if !boot {
+		if err == nil && !boot {
 			return nil, fmt.Errorf("disk %s has no boot sector (no 0x55AA signature at byte 510) and no --kernel is given: it cannot boot: %w", o.Disk, errdefs.ErrInvalidArgument)
 		}
 	}

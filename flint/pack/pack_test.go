@@ -76,6 +76,10 @@ func TestPack(t *testing.T) {
 			want:   inspect.Report{Backend: "osv", Runtime: "qemu", Cmd: []string{"/hello.so", "a", "b c"}, Env: []string{"GREETING=bye", "B=2"}},
 			disk:   vmimage.DiskInfo{Format: vmimage.FormatQCOW2, VirtualSize: 128 << 10},
 			layers: 1},
+		{name: "zstd qcow2 with --cmd", o: Options{Disk: fixture("zstd.qcow2"), Cmd: "/x"},
+			want:   inspect.Report{Backend: "osv", Runtime: "qemu", Cmd: []string{"/x"}},
+			disk:   vmimage.DiskInfo{Format: vmimage.FormatQCOW2, VirtualSize: 128 << 10},
+			layers: 1},
 		{name: "direct boot, uncompressed", o: Options{Disk: fixture("empty.qcow2"), Kernel: fakeKernel(t), Initrd: initrd, Cmd: "/hello", Compression: CompressionNone},
 			want:   inspect.Report{Backend: "osv", Runtime: "qemu", Cmd: []string{"/hello"}},
 			disk:   vmimage.DiskInfo{Format: vmimage.FormatQCOW2, VirtualSize: 1 << 20},
@@ -189,6 +193,7 @@ func TestPackRefuses(t *testing.T) {
 		{"unbootable without kernel", Options{Disk: unbootable, Cmd: "/x"}, "no boot sector", errdefs.ErrInvalidArgument},
 		{"no command anywhere", Options{Disk: fixture("empty.qcow2"), Kernel: fakeKernel(t)}, "--cmd", errdefs.ErrInvalidArgument},
 		{"two commands", Options{Disk: fixture("raw.img"), Cmd: "/a; /b"}, "several commands", errdefs.ErrInvalidArgument},
+		{"unreadable disk, no --cmd", Options{Disk: fixture("zstd.qcow2")}, "no --cmd given", errdefs.ErrNotImplemented},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			tmp := t.TempDir()
