@@ -55,7 +55,7 @@ func Parse(s string) (Command, error) {
 	options := len(c.Args)
 	for _, w := range words[i:] {
 		if w.sep != 0 {
-			return Command{}, fmt.Errorf("command line %q runs several commands (%q): Feather runs one per container; give one with --cmd: %w", s, string(w.sep), errdefs.ErrInvalidArgument)
+			return Command{}, fmt.Errorf("command line %q runs several commands (%q): Feather runs one command per container: %w", s, string(w.sep), errdefs.ErrInvalidArgument)
 		}
 		c.Args = append(c.Args, w.text)
 	}
