@@ -1,0 +1,531 @@
+package pods
+
+import (
+	"context"
+	"encoding/base64"
+	"encoding/json"
+	"fmt"
+	"os"
+	"slices"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/containerd/containerd/v2/client"
+	"github.com/containerd/containerd/v2/core/remotes"
+	"github.com/containerd/containerd/v2/core/remotes/docker"
+	"github.com/containerd/containerd/v2/pkg/cio"
+	"github.com/containerd/containerd/v2/pkg/oci"
+	"github.com/containerd/errdefs"
+	"github.com/distribution/reference"
+	specs "github.com/opencontainers/runtime-spec/specs-go"
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+
+	"github.com/feather-edge/feather/kubelet/logs"
+	"github.com/feather-edge/feather/vmimage"
+)
+
+// instances lists the pod's containerd containers. Along the way it reaps:
+// a task that has exited gets its code and times written onto the
+// container's labels and is deleted (its shim goes away); a container left
+// half-made by a crash is removed. wake, if set, is called when a running
+// task exits.
+func (p *Provider) instances(ctx context.Context, uid types.UID, wake func()) ([]instance, error) {
+	cs, err := p.cd.Containers(ctx, fmt.Sprintf("labels.%q==%q", LabelPodUID, string(uid)))
+	if err != nil {
+		return nil, err
+	}
+	var out []instance
+	for _, c := range cs {
+		info, err := c.Info(ctx, client.WithoutRefreshedMetadata)
+		if err != nil {
+			continue
+		}
+		l := info.Labels
+		in := instance{ID: c.ID(), Name: l[LabelContainer], Attempt: atoi(l[LabelAttempt]), Init: l[LabelInit] == "true",
+			Image: info.Image, ImageID: l[LabelImageID], Runtime: info.Runtime.Name,
+			StartedAt: parseTime(l[LabelStartedAt])}
+		if code, ok := l[LabelExitCode]; ok {
+			in.Exited, in.ExitCode, in.FinishedAt, in.Reason = true, int32(atoi(code)), parseTime(l[LabelFinishedAt]), l[LabelReason]
+			out = append(out, in)
+			continue
+		}
+		task, err := c.Task(ctx, nil)
+		if errdefs.IsNotFound(err) {
+			// Created but never started (the agent died in between), or
+			// its task vanished with containerd's state: start over.
+			if in.StartedAt.IsZero() {
+				_ = p.removeContainer(ctx, c.ID())
+				continue
+			}
+			in.Exited, in.ExitCode, in.FinishedAt, in.Reason = true, 255, time.Now(), "Unknown"
+			_ = p.recordExit(ctx, c, in)
+			out = append(out, in)
+			continue
+		}
+		if err != nil {
+			return nil, err
+		}
+		st, err := task.Status(ctx)
+		if err != nil {
+			return nil, err
+		}
+		switch st.Status {
+		case client.Stopped:
+			in.Exited, in.ExitCode, in.FinishedAt = true, int32(st.ExitStatus), st.ExitTime
+			if in.FinishedAt.IsZero() {
+				in.FinishedAt = time.Now()
+			}
+			if err := p.recordExit(ctx, c, in); err != nil {
+				return nil, err
+			}
+			if _, err := task.Delete(ctx); err != nil && !errdefs.IsNotFound(err) {
+				return nil, fmt.Errorf("delete exited task %s: %w", c.ID(), err)
+			}
+		case client.Created:
+			_ = p.removeContainer(ctx, c.ID())
+			continue
+		default:
+			in.Running = true
+			if wake != nil {
+				p.watch(ctx, task, c.ID(), wake)
+			}
+		}
+		out = append(out, in)
+	}
+	return out, nil
+}
+
+// recordExit writes an exited run's code and times onto its container.
+func (p *Provider) recordExit(ctx context.Context, c client.Container, in instance) error {
+	labels := map[string]string{LabelExitCode: fmt.Sprint(in.ExitCode), LabelFinishedAt: formatTime(in.FinishedAt)}
+	if in.Reason != "" {
+		labels[LabelReason] = in.Reason
+	}
+	if _, err := c.SetLabels(ctx, labels); err != nil {
+		return fmt.Errorf("record exit of %s: %w", c.ID(), err)
+	}
+	return nil
+}
+
+// watch wakes the pod's worker when the task exits; once per container.
+func (p *Provider) watch(ctx context.Context, task client.Task, id string, wake func()) {
+	p.mu.Lock()
+	if p.waiters[id] {
+		p.mu.Unlock()
+		return
+	}
+	p.waiters[id] = true
+	p.mu.Unlock()
+	ch, err := task.Wait(ctx)
+	if err != nil {
+		p.mu.Lock()
+		delete(p.waiters, id)
+		p.mu.Unlock()
+		return
+	}
+	go func() {
+		<-ch
+		p.mu.Lock()
+		delete(p.waiters, id)
+		p.mu.Unlock()
+		wake()
+	}()
+}
+
+// waitExit returns when container id's task has exited or ctx ends.
+func (p *Provider) waitExit(ctx context.Context, id string) {
+	ctx = p.ctx(ctx)
+	c, err := p.cd.LoadContainer(ctx, id)
+	if err != nil {
+		return
+	}
+	task, err := c.Task(ctx, nil)
+	if err != nil {
+		return
+	}
+	ch, err := task.Wait(ctx)
+	if err != nil {
+		return
+	}
+	select {
+	case <-ch:
+	case <-ctx.Done():
+	}
+}
+
+// kill stops container id's task: SIGTERM, then SIGKILL after grace.
+func (p *Provider) kill(ctx context.Context, id string, grace time.Duration) {
+	c, err := p.cd.LoadContainer(ctx, id)
+	if err != nil {
+		return
+	}
+	task, err := c.Task(ctx, nil)
+	if err != nil {
+		return
+	}
+	ch, err := task.Wait(ctx)
+	if err != nil {
+		return
+	}
+	if grace > 0 {
+		_ = task.Kill(ctx, syscall.SIGTERM)
+		select {
+		case <-ch:
+			return
+		case <-time.After(grace):
+		}
+	}
+	_ = task.Kill(ctx, syscall.SIGKILL)
+	select {
+	case <-ch:
+	case <-time.After(30 * time.Second):
+	}
+}
+
+// removeContainer deletes container id, its task and its snapshot.
+func (p *Provider) removeContainer(ctx context.Context, id string) error {
+	c, err := p.cd.LoadContainer(ctx, id)
+	if errdefs.IsNotFound(err) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	if task, err := c.Task(ctx, nil); err == nil {
+		if _, err := task.Delete(ctx, client.WithProcessKill); err != nil && !errdefs.IsNotFound(err) {
+			return fmt.Errorf("delete task %s: %w", id, err)
+		}
+	}
+	if err := c.Delete(ctx, client.WithSnapshotCleanup); err != nil && !errdefs.IsNotFound(err) {
+		return fmt.Errorf("delete container %s: %w", id, err)
+	}
+	return nil
+}
+
+// start creates and starts run attempt of container c.
+func (w *worker) start(ctx context.Context, pod *corev1.Pod, c *corev1.Container, init bool, attempt int) error {
+	p := w.p
+	image, err := w.image(ctx, pod, c)
+	if err != nil {
+		return err
+	}
+	runtime, err := p.runtimeFor(ctx, pod, image)
+	if err != nil {
+		return &waitErr{reason: "CreateContainerConfigError", event: "Failed", msg: err.Error(), retry: 30 * time.Second}
+	}
+	var mounts []specs.Mount
+	if p.volumes != nil {
+		mounts, err = p.volumes.Mounts(pod, c, w.mounts)
+	}
+	if err != nil {
+		return &waitErr{reason: "CreateContainerConfigError", event: "Failed", msg: err.Error(), retry: 30 * time.Second}
+	}
+	id := containerID(pod.UID, c.Name, attempt)
+	_ = p.removeContainer(ctx, id) // a leftover of a crash between create and start
+	labels := map[string]string{
+		LabelPodUID: string(pod.UID), LabelPodNamespace: pod.Namespace, LabelPodName: pod.Name,
+		LabelContainer: c.Name, LabelAttempt: fmt.Sprint(attempt), LabelImageID: image.Target().Digest.String(),
+	}
+	if init {
+		labels[LabelInit] = "true"
+	}
+	specOpts, err := w.specOpts(ctx, pod, c, image, mounts)
+	if err != nil {
+		return &waitErr{reason: "CreateContainerConfigError", event: "Failed", msg: err.Error(), retry: 30 * time.Second}
+	}
+	cont, err := p.cd.NewContainer(ctx, id,
+		client.WithImage(image),
+		client.WithImageConfigLabels(image),
+		client.WithAdditionalContainerLabels(labels),
+		client.WithNewSnapshot(id, image),
+		client.WithRuntime(runtime, nil),
+		client.WithNewSpec(specOpts...))
+	if err != nil {
+		return fmt.Errorf("create container %s: %w", c.Name, err)
+	}
+	p.events.Event(pod, corev1.EventTypeNormal, "Created", "Created container "+c.Name)
+	logPath := logs.Path(p.podLogDir(pod), c.Name, attempt)
+	if err := os.MkdirAll(strings.TrimSuffix(logPath, "/"+fmt.Sprint(attempt)+".log"), 0o755); err != nil {
+		return err
+	}
+	task, err := cont.NewTask(ctx, cio.LogURI(p.logURI(logPath)))
+	if err != nil {
+		_ = p.removeContainer(ctx, id)
+		return fmt.Errorf("create task of %s: %w", c.Name, err)
+	}
+	if _, err := cont.SetLabels(ctx, map[string]string{LabelStartedAt: formatTime(time.Now())}); err != nil {
+		_ = p.removeContainer(ctx, id)
+		return err
+	}
+	p.watch(ctx, task, id, w.wake)
+	if err := task.Start(ctx); err != nil {
+		_ = p.removeContainer(ctx, id)
+		return fmt.Errorf("start %s: %w", c.Name, err)
+	}
+	p.events.Event(pod, corev1.EventTypeNormal, "Started", "Started container "+c.Name)
+	return nil
+}
+
+// runtimeFor picks container c's containerd runtime: the pod's RuntimeClass
+// handler, else the image's feather.backend label, else runc.
+func (p *Provider) runtimeFor(ctx context.Context, pod *corev1.Pod, image client.Image) (string, error) {
+	if rc := pod.Spec.RuntimeClassName; rc != nil && *rc != "" {
+		obj, err := p.kube.NodeV1().RuntimeClasses().Get(ctx, *rc, metav1.GetOptions{})
+		if apierrors.IsNotFound(err) {
+			return "", fmt.Errorf("RuntimeClass %q not found", *rc)
+		}
+		if err != nil {
+			return "", fmt.Errorf("get RuntimeClass %q: %w", *rc, err)
+		}
+		rt, ok := p.cfg.Runtimes[obj.Handler]
+		if !ok {
+			return "", fmt.Errorf("RuntimeClass %q: handler %q is not configured on node %s (known: %s)", *rc, obj.Handler, p.cfg.NodeName, strings.Join(p.handlers(), ", "))
+		}
+		return rt, nil
+	}
+	cfg, err := image.Config(ctx)
+	if err != nil {
+		return "", err
+	}
+	blob, err := readContent(ctx, image, cfg)
+	if err != nil {
+		return "", err
+	}
+	kind, err := vmimage.KindOf(blob)
+	if err != nil {
+		return "", err
+	}
+	if kind.IsVM() {
+		if err := kind.Validate(); err != nil {
+			return "", fmt.Errorf("image %s: %w", image.Name(), err)
+		}
+		rt, ok := p.cfg.Runtimes[kind.Backend]
+		if !ok {
+			return "", fmt.Errorf("image %s needs backend %q, which node %s does not run", image.Name(), kind.Backend, p.cfg.NodeName)
+		}
+		return rt, nil
+	}
+	return p.cfg.Runtimes["runc"], nil
+}
+
+func (p *Provider) handlers() []string {
+	var hs []string
+	for h := range p.cfg.Runtimes {
+		hs = append(hs, h)
+	}
+	slices.Sort(hs)
+	return hs
+}
+
+// image returns c's image, pulled per its imagePullPolicy.
+func (w *worker) image(ctx context.Context, pod *corev1.Pod, c *corev1.Container) (client.Image, error) {
+	p := w.p
+	ref, err := reference.ParseDockerRef(c.Image)
+	if err != nil {
+		return nil, &waitErr{reason: "InvalidImageName", event: "InspectFailed", msg: fmt.Sprintf("invalid image name %q: %v", c.Image, err), retry: time.Hour}
+	}
+	name := ref.String()
+	policy := c.ImagePullPolicy
+	if policy == "" {
+		policy = corev1.PullIfNotPresent
+		if t, ok := ref.(reference.Tagged); ok && t.Tag() == "latest" {
+			policy = corev1.PullAlways
+		}
+	}
+	if policy != corev1.PullAlways {
+		img, err := p.cd.GetImage(ctx, name)
+		if err == nil {
+			return img, nil
+		}
+		if policy == corev1.PullNever {
+			return nil, &waitErr{reason: "ErrImageNeverPull", event: "ErrImageNeverPull",
+				msg: fmt.Sprintf("Container image %q is not present with pull policy of Never", c.Image), retry: 30 * time.Second}
+		}
+	}
+	w.mu.Lock()
+	until := w.pullBackoff[name]
+	w.mu.Unlock()
+	if time.Now().Before(until) {
+		return nil, &waitErr{reason: "ImagePullBackOff", event: "BackOff", msg: fmt.Sprintf("Back-off pulling image %q", c.Image), retry: time.Until(until)}
+	}
+	p.events.Event(pod, corev1.EventTypeNormal, "Pulling", fmt.Sprintf("Pulling image %q", c.Image))
+	start := time.Now()
+	img, err := p.cd.Pull(ctx, name, client.WithPullUnpack, client.WithResolver(p.resolver(pod)))
+	if err != nil {
+		w.mu.Lock()
+		d := max(backoffBase, min(w.pullDelay[name]*2, backoffMax))
+		w.pullDelay[name], w.pullBackoff[name] = d, time.Now().Add(d)
+		w.mu.Unlock()
+		return nil, &waitErr{reason: "ErrImagePull", event: "Failed", msg: fmt.Sprintf("Failed to pull image %q: %v", c.Image, err), retry: d}
+	}
+	w.mu.Lock()
+	delete(w.pullDelay, name)
+	delete(w.pullBackoff, name)
+	w.mu.Unlock()
+	p.events.Event(pod, corev1.EventTypeNormal, "Pulled", fmt.Sprintf("Successfully pulled image %q in %s", c.Image, time.Since(start).Round(time.Millisecond)))
+	return img, nil
+}
+
+// resolver reaches registries over HTTPS, or plain HTTP for localhost and
+// the configured hosts, with the pod's imagePullSecrets as credentials.
+func (p *Provider) resolver(pod *corev1.Pod) remotes.Resolver {
+	creds := p.pullCredentials(pod)
+	plain := func(host string) (bool, error) {
+		if ok, _ := docker.MatchLocalhost(host); ok {
+			return true, nil
+		}
+		return slices.Contains(p.cfg.PlainHTTP, host), nil
+	}
+	return docker.NewResolver(docker.ResolverOptions{Hosts: docker.ConfigureDefaultRegistries(
+		docker.WithPlainHTTP(plain),
+		docker.WithAuthorizer(docker.NewDockerAuthorizer(docker.WithAuthCreds(creds))))})
+}
+
+// pullCredentials reads the pod's kubernetes.io/dockerconfigjson (and
+// legacy dockercfg) imagePullSecrets.
+func (p *Provider) pullCredentials(pod *corev1.Pod) func(host string) (string, string, error) {
+	type entry struct{ Username, Password, Auth string }
+	auths := map[string]entry{}
+	for _, ref := range pod.Spec.ImagePullSecrets {
+		if p.secrets == nil {
+			break
+		}
+		s, err := p.secrets.Secrets(pod.Namespace).Get(ref.Name)
+		if err != nil {
+			continue
+		}
+		var cfg struct{ Auths map[string]entry }
+		if b, ok := s.Data[corev1.DockerConfigJsonKey]; ok {
+			_ = json.Unmarshal(b, &cfg)
+		} else if b, ok := s.Data[corev1.DockerConfigKey]; ok {
+			_ = json.Unmarshal(b, &cfg.Auths)
+		}
+		for h, e := range cfg.Auths {
+			h = strings.TrimSuffix(strings.TrimPrefix(strings.TrimPrefix(h, "https://"), "http://"), "/")
+			h = strings.TrimSuffix(h, "/v1")
+			if _, ok := auths[h]; !ok {
+				auths[h] = e
+			}
+		}
+	}
+	return func(host string) (string, string, error) {
+		e, ok := auths[host]
+		if !ok && host == "registry-1.docker.io" {
+			e, ok = auths["index.docker.io"]
+		}
+		if !ok {
+			return "", "", nil
+		}
+		if e.Username == "" && e.Auth != "" {
+			if b, err := base64.StdEncoding.DecodeString(e.Auth); err == nil {
+				u, pw, _ := strings.Cut(string(b), ":")
+				return u, pw, nil
+			}
+		}
+		return e.Username, e.Password, nil
+	}
+}
+
+// specOpts turns container c of pod into OCI spec options.
+func (w *worker) specOpts(ctx context.Context, pod *corev1.Pod, c *corev1.Container, image client.Image, mounts []specs.Mount) ([]oci.SpecOpts, error) {
+	ic, err := imageConfig(ctx, image)
+	if err != nil {
+		return nil, err
+	}
+	args := append(slices.Clone(ic.Entrypoint), ic.Cmd...)
+	switch {
+	case len(c.Command) > 0:
+		args = append(slices.Clone(c.Command), c.Args...)
+	case len(c.Args) > 0:
+		args = append(slices.Clone(ic.Entrypoint), c.Args...)
+	}
+	if len(args) == 0 {
+		return nil, fmt.Errorf("container %s: no command: the image has none and the pod gives none", c.Name)
+	}
+	opts := []oci.SpecOpts{oci.WithImageConfig(image), oci.WithProcessArgs(args...), oci.WithHostname(pod.Name)}
+	var env []string
+	for _, e := range c.Env {
+		env = append(env, e.Name+"="+e.Value)
+	}
+	if len(env) > 0 {
+		opts = append(opts, oci.WithEnv(env))
+	}
+	if c.WorkingDir != "" {
+		opts = append(opts, oci.WithProcessCwd(c.WorkingDir))
+	}
+	if len(mounts) > 0 {
+		opts = append(opts, oci.WithMounts(mounts))
+	}
+	if pod.Spec.HostNetwork {
+		opts = append(opts, oci.WithHostNamespace(specs.NetworkNamespace), oci.WithHostHostsFile, oci.WithHostResolvconf)
+	} else if w.netns != "" {
+		opts = append(opts, oci.WithLinuxNamespace(specs.LinuxNamespace{Type: specs.NetworkNamespace, Path: w.netns}))
+	}
+	if lim := c.Resources.Limits.Memory(); lim != nil && !lim.IsZero() {
+		opts = append(opts, oci.WithMemoryLimit(uint64(lim.Value())))
+	}
+	if lim := c.Resources.Limits.Cpu(); lim != nil && !lim.IsZero() {
+		const period = 100000
+		opts = append(opts, oci.WithCPUCFS(lim.MilliValue()*period/1000, period))
+	}
+	if req := c.Resources.Requests.Cpu(); req != nil && !req.IsZero() {
+		opts = append(opts, oci.WithCPUShares(uint64(max(2, req.MilliValue()*1024/1000))))
+	}
+	if sc := c.SecurityContext; sc != nil {
+		if sc.Privileged != nil && *sc.Privileged {
+			opts = append(opts, oci.WithPrivileged)
+		}
+		if sc.ReadOnlyRootFilesystem != nil && *sc.ReadOnlyRootFilesystem {
+			opts = append(opts, oci.WithRootFSReadonly())
+		}
+		if sc.Capabilities != nil {
+			var add, drop []string
+			for _, c := range sc.Capabilities.Add {
+				add = append(add, capName(c))
+			}
+			for _, c := range sc.Capabilities.Drop {
+				drop = append(drop, capName(c))
+			}
+			opts = append(opts, oci.WithAddedCapabilities(add), oci.WithDroppedCapabilities(drop))
+		}
+	}
+	uid, gid := runAs(pod, c)
+	if uid != nil {
+		if gid != nil {
+			opts = append(opts, oci.WithUIDGID(uint32(*uid), uint32(*gid)))
+		} else {
+			opts = append(opts, oci.WithUserID(uint32(*uid)))
+		}
+	}
+	return opts, nil
+}
+
+func capName(c corev1.Capability) string {
+	s := strings.ToUpper(string(c))
+	if s == "ALL" || strings.HasPrefix(s, "CAP_") {
+		return s
+	}
+	return "CAP_" + s
+}
+
+// runAs returns the user and group the container runs as, the container's
+// securityContext winning over the pod's.
+func runAs(pod *corev1.Pod, c *corev1.Container) (uid, gid *int64) {
+	if psc := pod.Spec.SecurityContext; psc != nil {
+		uid, gid = psc.RunAsUser, psc.RunAsGroup
+	}
+	if sc := c.SecurityContext; sc != nil {
+		if sc.RunAsUser != nil {
+			uid = sc.RunAsUser
+		}
+		if sc.RunAsGroup != nil {
+			gid = sc.RunAsGroup
+		}
+	}
+	return uid, gid
+}
+

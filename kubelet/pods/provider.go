@@ -1,0 +1,323 @@
+package pods
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net/url"
+	"os"
+	"path/filepath"
+	"sync"
+	"time"
+
+	"github.com/containerd/containerd/v2/client"
+	"github.com/containerd/containerd/v2/pkg/namespaces"
+	"github.com/containerd/errdefs"
+	"github.com/containerd/log"
+	dto "github.com/prometheus/client_model/go"
+	specs "github.com/opencontainers/runtime-spec/specs-go"
+	vkerrdefs "github.com/virtual-kubelet/virtual-kubelet/errdefs"
+	"github.com/virtual-kubelet/virtual-kubelet/node/api"
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/kubernetes"
+	corev1listers "k8s.io/client-go/listers/core/v1"
+	"k8s.io/client-go/tools/record"
+	statsv1alpha1 "k8s.io/kubelet/pkg/apis/stats/v1alpha1"
+
+	"github.com/feather-edge/feather/kubelet/logs"
+	"github.com/feather-edge/feather/kubelet/podnet"
+)
+
+// Config is what the provider needs from the agent.
+type Config struct {
+	// NodeName is the node's name; HostIP its address.
+	NodeName, HostIP string
+	// Namespace is the containerd namespace of the agent's containers.
+	Namespace string
+	// Runtimes maps RuntimeClass handlers and image backends to containerd
+	// runtimes; "runc" is the default for plain containers.
+	Runtimes map[string]string
+	// PlainHTTP lists registry hosts pulled over plain HTTP (localhost and
+	// 127.0.0.1 always are).
+	PlainHTTP []string
+	// LogDir holds the pods' CRI log files (kubelet: /var/log/pods).
+	LogDir string
+	// StateDir holds pod volumes; RunDir pod network namespaces.
+	StateDir, RunDir string
+	// Logger is the program run as each container's binary:// logger: it
+	// must accept "cri-log PATH" (the agent's own executable).
+	Logger string
+	// Admit, if set, decides whether a new pod may run here: a non-nil
+	// *Rejection fails the pod the way kubelet's admission does.
+	Admit func(pod *corev1.Pod, running []*corev1.Pod) *Rejection
+}
+
+// Rejection is why a pod may not run on this node.
+type Rejection struct{ Reason, Message string }
+
+// Provider runs pods through containerd. It implements virtual-kubelet's
+// nodeutil.Provider and node.PodNotifier.
+type Provider struct {
+	cfg     Config
+	cd      *client.Client
+	kube    kubernetes.Interface
+	secrets corev1listers.SecretLister
+	events  record.EventRecorder
+	net     *podnet.Manager
+	volumes Volumes
+
+	mu      sync.Mutex
+	workers map[types.UID]*worker
+	notify  func(*corev1.Pod)
+	waiters map[string]bool // container IDs whose task exit is awaited
+}
+
+// Volumes materialises pod volumes; the volumes package implements it.
+type Volumes interface {
+	// Setup creates the pod's volumes and returns name → host path.
+	Setup(ctx context.Context, pod *corev1.Pod) (map[string]string, error)
+	// Teardown removes them all.
+	Teardown(ctx context.Context, uid types.UID) error
+	// Mounts returns container c's bind mounts of the directories Setup
+	// returned.
+	Mounts(pod *corev1.Pod, c *corev1.Container, dirs map[string]string) ([]specs.Mount, error)
+}
+
+// New returns a provider using the containerd client cd and the Kubernetes
+// client kube (with the node's identity), and recovers the pods whose
+// containers containerd already has.
+func New(ctx context.Context, cfg Config, cd *client.Client, kube kubernetes.Interface, secrets corev1listers.SecretLister,
+	events record.EventRecorder, vols Volumes) (*Provider, error) {
+	p := &Provider{cfg: cfg, cd: cd, kube: kube, secrets: secrets, events: events, volumes: vols,
+		net:     &podnet.Manager{Dir: filepath.Join(cfg.RunDir, "netns")},
+		workers: map[types.UID]*worker{}, waiters: map[string]bool{}}
+	if err := p.recover(ctx); err != nil {
+		return nil, err
+	}
+	return p, nil
+}
+
+func (p *Provider) ctx(ctx context.Context) context.Context {
+	return namespaces.WithNamespace(ctx, p.cfg.Namespace)
+}
+
+// recover makes a worker, without a spec yet, for every pod that has
+// containers in containerd, so GetPods reports them: virtual-kubelet then
+// calls CreatePod for those that still exist (adopted as they are) and
+// DeletePod for the rest.
+func (p *Provider) recover(ctx context.Context) error {
+	cs, err := p.cd.Containers(p.ctx(ctx), fmt.Sprintf("labels.%q", LabelPodUID))
+	if err != nil {
+		return fmt.Errorf("list containerd containers: %w", err)
+	}
+	for _, c := range cs {
+		l, err := c.Labels(p.ctx(ctx))
+		if err != nil {
+			continue
+		}
+		uid := types.UID(l[LabelPodUID])
+		if _, ok := p.workers[uid]; ok {
+			continue
+		}
+		pod := &corev1.Pod{}
+		pod.UID, pod.Namespace, pod.Name = uid, l[LabelPodNamespace], l[LabelPodName]
+		p.workers[uid] = newWorker(p, pod, false)
+		log.G(ctx).WithField("pod", pod.Namespace+"/"+pod.Name).Info("recovered pod from containerd")
+	}
+	return nil
+}
+
+// NotifyPods registers the callback that receives every status change.
+func (p *Provider) NotifyPods(_ context.Context, cb func(*corev1.Pod)) {
+	p.mu.Lock()
+	p.notify = cb
+	p.mu.Unlock()
+}
+
+func (p *Provider) find(namespace, name string) *worker {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for _, w := range p.workers {
+		if w.key() == namespace+"/"+name {
+			return w
+		}
+	}
+	return nil
+}
+
+// CreatePod starts running pod (or adopts its recovered containers). Work
+// happens in the pod's worker; errors reach the pod's status, not the caller.
+func (p *Provider) CreatePod(ctx context.Context, pod *corev1.Pod) error {
+	p.mu.Lock()
+	w, ok := p.workers[pod.UID]
+	if !ok {
+		w = newWorker(p, pod, true)
+		p.workers[pod.UID] = w
+	}
+	running := p.runningPodsLocked(pod.UID)
+	p.mu.Unlock()
+	w.setSpec(pod, running)
+	return nil
+}
+
+// UpdatePod takes the new spec; only what Kubernetes lets change is used.
+func (p *Provider) UpdatePod(ctx context.Context, pod *corev1.Pod) error {
+	return p.CreatePod(ctx, pod)
+}
+
+// DeletePod stops the pod's containers — SIGTERM, then SIGKILL after the
+// grace period — and removes everything of it. It returns at once; the final
+// status follows through NotifyPods.
+func (p *Provider) DeletePod(ctx context.Context, pod *corev1.Pod) error {
+	p.mu.Lock()
+	w, ok := p.workers[pod.UID]
+	p.mu.Unlock()
+	if !ok {
+		return vkerrdefs.NotFoundf("pod %s/%s is not on this node", pod.Namespace, pod.Name)
+	}
+	grace := int64(30)
+	if pod.DeletionGracePeriodSeconds != nil {
+		grace = *pod.DeletionGracePeriodSeconds
+	} else if pod.Spec.TerminationGracePeriodSeconds != nil {
+		grace = *pod.Spec.TerminationGracePeriodSeconds
+	}
+	w.terminate(time.Duration(grace) * time.Second)
+	return nil
+}
+
+// removed forgets a pod once its worker has cleaned up.
+func (p *Provider) removed(uid types.UID) {
+	p.mu.Lock()
+	delete(p.workers, uid)
+	p.mu.Unlock()
+}
+
+// GetPod returns the pod with its current status, or NotFound.
+func (p *Provider) GetPod(ctx context.Context, namespace, name string) (*corev1.Pod, error) {
+	w := p.find(namespace, name)
+	if w == nil {
+		return nil, vkerrdefs.NotFoundf("pod %s/%s is not on this node", namespace, name)
+	}
+	pod := w.current()
+	if pod == nil {
+		// Recovered from containerd, not yet claimed by CreatePod.
+		return nil, vkerrdefs.NotFoundf("pod %s/%s not yet adopted", namespace, name)
+	}
+	return pod, nil
+}
+
+// GetPodStatus returns the pod's current status.
+func (p *Provider) GetPodStatus(ctx context.Context, namespace, name string) (*corev1.PodStatus, error) {
+	pod, err := p.GetPod(ctx, namespace, name)
+	if err != nil {
+		return nil, err
+	}
+	return &pod.Status, nil
+}
+
+// GetPods returns every pod the node runs, recovered ones included.
+func (p *Provider) GetPods(ctx context.Context) ([]*corev1.Pod, error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	var out []*corev1.Pod
+	for _, w := range p.workers {
+		if pod := w.current(); pod != nil {
+			out = append(out, pod)
+		} else {
+			out = append(out, w.skeleton())
+		}
+	}
+	return out, nil
+}
+
+// runningPodsLocked returns the specs of the pods admitted so far, but uid.
+func (p *Provider) runningPodsLocked(uid types.UID) []*corev1.Pod {
+	var out []*corev1.Pod
+	for id, w := range p.workers {
+		if id == uid {
+			continue
+		}
+		if pod := w.current(); pod != nil && pod.Status.Phase != corev1.PodFailed && pod.Status.Phase != corev1.PodSucceeded {
+			out = append(out, pod)
+		}
+	}
+	return out
+}
+
+// GetContainerLogs streams a container's CRI log as kubectl logs shows it.
+func (p *Provider) GetContainerLogs(ctx context.Context, namespace, podName, containerName string, opts api.ContainerLogOpts) (io.ReadCloser, error) {
+	w := p.find(namespace, podName)
+	if w == nil {
+		return nil, vkerrdefs.NotFoundf("pod %s/%s is not on this node", namespace, podName)
+	}
+	path, done, err := w.logFor(ctx, containerName, opts.Previous)
+	if err != nil {
+		return nil, err
+	}
+	since := opts.SinceTime
+	if opts.SinceSeconds > 0 {
+		since = time.Now().Add(-time.Duration(opts.SinceSeconds) * time.Second)
+	}
+	tail := opts.Tail
+	if tail == 0 {
+		tail = -1
+	}
+	return logs.NewReader(ctx, path, logs.Options{Tail: tail, LimitBytes: opts.LimitBytes, Timestamps: opts.Timestamps,
+		Follow: opts.Follow, Since: since}, done)
+}
+
+// RunInContainer is not supported: unikernels have no second process.
+func (p *Provider) RunInContainer(context.Context, string, string, string, []string, api.AttachIO) error {
+	return fmt.Errorf("exec is not supported by the Feather agent yet: %w", errdefs.ErrNotImplemented)
+}
+
+// AttachToContainer is not supported.
+func (p *Provider) AttachToContainer(context.Context, string, string, string, api.AttachIO) error {
+	return fmt.Errorf("attach is not supported by the Feather agent yet: %w", errdefs.ErrNotImplemented)
+}
+
+// PortForward is not supported.
+func (p *Provider) PortForward(context.Context, string, string, int32, io.ReadWriteCloser) error {
+	return fmt.Errorf("port-forward is not supported by the Feather agent yet: %w", errdefs.ErrNotImplemented)
+}
+
+// publish hands a pod with a new status to virtual-kubelet.
+func (p *Provider) publish(pod *corev1.Pod) {
+	p.mu.Lock()
+	cb := p.notify
+	p.mu.Unlock()
+	if cb != nil {
+		cb(pod)
+	}
+}
+
+// logURI is the binary:// URI that makes the container's shim run the
+// agent's logger, writing the CRI log at path. The logger is a child of the
+// shim, so logs keep flowing while the agent restarts.
+func (p *Provider) logURI(path string) *url.URL {
+	return &url.URL{Scheme: "binary", Path: p.cfg.Logger, RawQuery: url.Values{"cri-log": {path}}.Encode()}
+}
+
+// podLogDir is kubelet's /var/log/pods/<ns>_<name>_<uid>.
+func (p *Provider) podLogDir(pod *corev1.Pod) string {
+	return filepath.Join(p.cfg.LogDir, pod.Namespace+"_"+pod.Name+"_"+string(pod.UID))
+}
+
+func removeAll(dir string) error {
+	if dir == "" || dir == "/" {
+		return nil
+	}
+	return os.RemoveAll(dir)
+}
+
+// GetStatsSummary is not served yet (kubectl top needs it through
+// metrics-server).
+func (p *Provider) GetStatsSummary(context.Context) (*statsv1alpha1.Summary, error) {
+	return nil, fmt.Errorf("stats summary is not served by the Feather agent yet: %w", errdefs.ErrNotImplemented)
+}
+
+// GetMetricsResource is not served yet.
+func (p *Provider) GetMetricsResource(context.Context) ([]*dto.MetricFamily, error) {
+	return nil, fmt.Errorf("resource metrics are not served by the Feather agent yet: %w", errdefs.ErrNotImplemented)
+}

@@ -1,0 +1,243 @@
+package pods
+
+import (
+	"fmt"
+	"slices"
+	"strings"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+)
+
+// instance is one containerd container of a pod: one run (attempt) of one
+// of its containers, as its labels and task describe it.
+type instance struct {
+	ID      string
+	Name    string // the Kubernetes container name
+	Attempt int    // 0 for the first run; the restart count
+	Init    bool
+	Image   string
+	ImageID string
+	Runtime string
+	// Running: its task runs. Exited: it ran and ended; ExitCode,
+	// FinishedAt and Reason say how.
+	Running, Exited       bool
+	StartedAt, FinishedAt time.Time
+	ExitCode              int32
+	Reason                string
+}
+
+// waiting is why a container does not run now, when its instances do not
+// say it: an image pull failing, a back-off, a configuration error.
+type waiting struct{ Reason, Message string }
+
+// view is everything a pod's status is computed from.
+type view struct {
+	pod       *corev1.Pod
+	instances []instance
+	waiting   map[string]waiting // by container name
+	failed    *waiting           // the whole pod failed (admission, …)
+	hostIP    string
+	podIPs    []string
+	started   time.Time
+	prev      *corev1.PodStatus // for the conditions' transition times
+}
+
+// latest returns the instances of container name, newest attempt first.
+func (v *view) runs(name string) []instance {
+	var out []instance
+	for _, in := range v.instances {
+		if in.Name == name {
+			out = append(out, in)
+		}
+	}
+	slices.SortFunc(out, func(a, b instance) int { return b.Attempt - a.Attempt })
+	return out
+}
+
+// restarts reports whether a container that exited with code is run again
+// under the pod's restartPolicy; init containers are re-run on failure
+// unless the policy is Never, as kubelet does.
+func restarts(policy corev1.RestartPolicy, init bool, code int32) bool {
+	switch {
+	case policy == corev1.RestartPolicyNever:
+		return false
+	case init || policy == corev1.RestartPolicyOnFailure:
+		return code != 0
+	default:
+		return true
+	}
+}
+
+func terminated(in instance) *corev1.ContainerStateTerminated {
+	reason := in.Reason
+	if reason == "" {
+		reason = "Completed"
+		if in.ExitCode != 0 {
+			reason = "Error"
+		}
+	}
+	return &corev1.ContainerStateTerminated{
+		ExitCode:    in.ExitCode,
+		Reason:      reason,
+		StartedAt:   metav1.NewTime(in.StartedAt),
+		FinishedAt:  metav1.NewTime(in.FinishedAt),
+		ContainerID: "containerd://" + in.ID,
+	}
+}
+
+// containerStatus is kubelet's status of container c.
+func (v *view) containerStatus(c *corev1.Container, init bool, pendingReason string) corev1.ContainerStatus {
+	st := corev1.ContainerStatus{Name: c.Name, Image: c.Image}
+	runs := v.runs(c.Name)
+	w, isWaiting := v.waiting[c.Name]
+	if len(runs) == 0 {
+		if !isWaiting {
+			w = waiting{Reason: pendingReason}
+		}
+		st.State.Waiting = &corev1.ContainerStateWaiting{Reason: w.Reason, Message: w.Message}
+		return st
+	}
+	latest := runs[0]
+	st.RestartCount = int32(latest.Attempt)
+	st.ContainerID = "containerd://" + latest.ID
+	if latest.ImageID != "" {
+		st.ImageID = latest.ImageID
+	}
+	var prev *instance
+	if len(runs) > 1 {
+		prev = &runs[1]
+	}
+	switch {
+	case latest.Running:
+		st.State.Running = &corev1.ContainerStateRunning{StartedAt: metav1.NewTime(latest.StartedAt)}
+		st.Ready, st.Started = true, ptr(true)
+	case isWaiting:
+		st.State.Waiting = &corev1.ContainerStateWaiting{Reason: w.Reason, Message: w.Message}
+		if latest.Exited {
+			prev = &latest
+		}
+		st.Started = ptr(false)
+	case latest.Exited:
+		st.State.Terminated = terminated(latest)
+		st.Started = ptr(false)
+	default:
+		st.State.Waiting = &corev1.ContainerStateWaiting{Reason: "ContainerCreating"}
+		st.Started = ptr(false)
+	}
+	if prev != nil && prev.Exited {
+		st.LastTerminationState.Terminated = terminated(*prev)
+	}
+	_ = init
+	return st
+}
+
+func ptr[T any](v T) *T { return &v }
+
+// status computes the pod's status as kubelet would report it.
+func (v *view) status() corev1.PodStatus {
+	pod := v.pod
+	st := corev1.PodStatus{
+		HostIP:   v.hostIP,
+		QOSClass: pod.Status.QOSClass,
+	}
+	if v.hostIP != "" {
+		st.HostIPs = []corev1.HostIP{{IP: v.hostIP}}
+	}
+	for _, ip := range v.podIPs {
+		st.PodIPs = append(st.PodIPs, corev1.PodIP{IP: ip})
+	}
+	if len(v.podIPs) > 0 {
+		st.PodIP = v.podIPs[0]
+	}
+	if !v.started.IsZero() {
+		st.StartTime = ptr(metav1.NewTime(v.started))
+	}
+
+	policy := pod.Spec.RestartPolicy
+	initDone, initFailed := true, false
+	var incompleteInit []string
+	for i := range pod.Spec.InitContainers {
+		c := &pod.Spec.InitContainers[i]
+		cs := v.containerStatus(c, true, "PodInitializing")
+		st.InitContainerStatuses = append(st.InitContainerStatuses, cs)
+		if cs.State.Terminated != nil && cs.State.Terminated.ExitCode == 0 {
+			continue
+		}
+		initDone = false
+		incompleteInit = append(incompleteInit, c.Name)
+		if cs.State.Terminated != nil && !restarts(policy, true, cs.State.Terminated.ExitCode) {
+			initFailed = true
+		}
+	}
+	appReason := "PodInitializing"
+	if initDone {
+		appReason = "ContainerCreating"
+	}
+	allDone, allOK, anyRun := true, true, false
+	var unready []string
+	for i := range pod.Spec.Containers {
+		c := &pod.Spec.Containers[i]
+		cs := v.containerStatus(c, false, appReason)
+		st.ContainerStatuses = append(st.ContainerStatuses, cs)
+		if !cs.Ready {
+			unready = append(unready, c.Name)
+		}
+		if cs.RestartCount > 0 || cs.State.Running != nil || cs.State.Terminated != nil {
+			anyRun = true
+		}
+		t := cs.State.Terminated
+		if t == nil || restarts(policy, false, t.ExitCode) {
+			allDone = false
+			continue
+		}
+		if t.ExitCode != 0 {
+			allOK = false
+		}
+	}
+
+	switch {
+	case v.failed != nil:
+		st.Phase, st.Reason, st.Message = corev1.PodFailed, v.failed.Reason, v.failed.Message
+	case initFailed:
+		st.Phase = corev1.PodFailed
+	case !initDone:
+		st.Phase = corev1.PodPending
+	case allDone && allOK:
+		st.Phase = corev1.PodSucceeded
+	case allDone:
+		st.Phase = corev1.PodFailed
+	case anyRun:
+		st.Phase = corev1.PodRunning
+	default:
+		st.Phase = corev1.PodPending
+	}
+
+	cond := func(t corev1.PodConditionType, ok bool, reason, msg string) {
+		c := corev1.PodCondition{Type: t, Status: corev1.ConditionFalse, Reason: reason, Message: msg}
+		if ok {
+			c.Status, c.Reason, c.Message = corev1.ConditionTrue, "", ""
+		}
+		c.LastTransitionTime = metav1.Now()
+		if v.prev != nil {
+			for _, p := range v.prev.Conditions {
+				if p.Type == t && p.Status == c.Status {
+					c.LastTransitionTime = p.LastTransitionTime
+				}
+			}
+		}
+		st.Conditions = append(st.Conditions, c)
+	}
+	names := func(n []string) string { return "[" + strings.Join(n, " ") + "]" }
+	cond(corev1.PodScheduled, true, "", "")
+	cond(corev1.PodInitialized, initDone, "ContainersNotInitialized", fmt.Sprintf("containers with incomplete status: %s", names(incompleteInit)))
+	readyReason := "ContainersNotReady"
+	if st.Phase == corev1.PodSucceeded || st.Phase == corev1.PodFailed {
+		readyReason = "PodCompleted"
+	}
+	msg := fmt.Sprintf("containers with unready status: %s", names(unready))
+	cond(corev1.ContainersReady, len(unready) == 0, readyReason, msg)
+	cond(corev1.PodReady, len(unready) == 0, readyReason, msg)
+	return st
+}

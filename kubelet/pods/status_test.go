@@ -1,0 +1,146 @@
+package pods
+
+import (
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/types"
+)
+
+func TestStatus(t *testing.T) {
+	t0 := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	pod := func(policy corev1.RestartPolicy, init []string, app ...string) *corev1.Pod {
+		p := &corev1.Pod{}
+		p.Name, p.Namespace, p.UID = "p", "default", "0123456789"
+		p.Spec.RestartPolicy = policy
+		for _, n := range init {
+			p.Spec.InitContainers = append(p.Spec.InitContainers, corev1.Container{Name: n, Image: "busybox"})
+		}
+		for _, n := range app {
+			p.Spec.Containers = append(p.Spec.Containers, corev1.Container{Name: n, Image: "busybox"})
+		}
+		return p
+	}
+	running := func(name string, attempt int) instance {
+		return instance{ID: name, Name: name, Attempt: attempt, Running: true, StartedAt: t0}
+	}
+	exited := func(name string, attempt int, code int32) instance {
+		return instance{ID: name, Name: name, Attempt: attempt, Exited: true, ExitCode: code, StartedAt: t0, FinishedAt: t0.Add(time.Second)}
+	}
+	for _, tc := range []struct {
+		name      string
+		pod       *corev1.Pod
+		insts     []instance
+		waiting   map[string]waiting
+		failed    *waiting
+		phase     corev1.PodPhase
+		ready     bool
+		initDone  bool
+		stateOf   map[string]string // container → Running|Terminated|Waiting:<reason>
+		restarts  map[string]int32
+		lastState map[string]int32 // container → last terminated exit code
+	}{
+		{name: "nothing yet", pod: pod(corev1.RestartPolicyAlways, nil, "a"), phase: corev1.PodPending, initDone: true,
+			stateOf: map[string]string{"a": "Waiting:ContainerCreating"}},
+		{name: "running", pod: pod(corev1.RestartPolicyAlways, nil, "a", "b"),
+			insts: []instance{running("a", 0), running("b", 0)}, phase: corev1.PodRunning, ready: true, initDone: true,
+			stateOf: map[string]string{"a": "Running", "b": "Running"}},
+		{name: "one of two running", pod: pod(corev1.RestartPolicyAlways, nil, "a", "b"),
+			insts: []instance{running("a", 0)}, phase: corev1.PodRunning, initDone: true,
+			stateOf: map[string]string{"a": "Running", "b": "Waiting:ContainerCreating"}},
+		{name: "never: exit 0 succeeds", pod: pod(corev1.RestartPolicyNever, nil, "a"),
+			insts: []instance{exited("a", 0, 0)}, phase: corev1.PodSucceeded, initDone: true,
+			stateOf: map[string]string{"a": "Terminated"}},
+		{name: "never: exit 3 fails", pod: pod(corev1.RestartPolicyNever, nil, "a"),
+			insts: []instance{exited("a", 0, 3)}, phase: corev1.PodFailed, initDone: true,
+			stateOf: map[string]string{"a": "Terminated"}},
+		{name: "onfailure: exit 0 succeeds", pod: pod(corev1.RestartPolicyOnFailure, nil, "a"),
+			insts: []instance{exited("a", 2, 0), exited("a", 1, 1)}, phase: corev1.PodSucceeded, initDone: true,
+			stateOf: map[string]string{"a": "Terminated"}, restarts: map[string]int32{"a": 2}, lastState: map[string]int32{"a": 1}},
+		{name: "onfailure: exit 1 backs off", pod: pod(corev1.RestartPolicyOnFailure, nil, "a"),
+			insts:   []instance{exited("a", 1, 1), exited("a", 0, 1)},
+			waiting: map[string]waiting{"a": {"CrashLoopBackOff", "back-off"}}, phase: corev1.PodRunning, initDone: true,
+			stateOf: map[string]string{"a": "Waiting:CrashLoopBackOff"}, restarts: map[string]int32{"a": 1}, lastState: map[string]int32{"a": 1}},
+		{name: "always: exit 0 restarts", pod: pod(corev1.RestartPolicyAlways, nil, "a"),
+			insts: []instance{exited("a", 0, 0)}, phase: corev1.PodRunning, initDone: true,
+			stateOf: map[string]string{"a": "Terminated"}},
+		{name: "always: restarted and running", pod: pod(corev1.RestartPolicyAlways, nil, "a"),
+			insts: []instance{running("a", 3), exited("a", 2, 137)}, phase: corev1.PodRunning, ready: true, initDone: true,
+			stateOf: map[string]string{"a": "Running"}, restarts: map[string]int32{"a": 3}, lastState: map[string]int32{"a": 137}},
+		{name: "init running", pod: pod(corev1.RestartPolicyAlways, []string{"i1", "i2"}, "a"),
+			insts: []instance{exited("i1", 0, 0), running("i2", 0)}, phase: corev1.PodPending,
+			stateOf: map[string]string{"i1": "Terminated", "i2": "Running", "a": "Waiting:PodInitializing"}},
+		{name: "init done", pod: pod(corev1.RestartPolicyAlways, []string{"i1"}, "a"),
+			insts: []instance{exited("i1", 0, 0), running("a", 0)}, phase: corev1.PodRunning, ready: true, initDone: true,
+			stateOf: map[string]string{"i1": "Terminated", "a": "Running"}},
+		{name: "init fails under Never", pod: pod(corev1.RestartPolicyNever, []string{"i1"}, "a"),
+			insts: []instance{exited("i1", 0, 2)}, phase: corev1.PodFailed,
+			stateOf: map[string]string{"i1": "Terminated", "a": "Waiting:PodInitializing"}},
+		{name: "init fails under Always is retried", pod: pod(corev1.RestartPolicyAlways, []string{"i1"}, "a"),
+			insts: []instance{exited("i1", 0, 2)}, phase: corev1.PodPending,
+			stateOf: map[string]string{"i1": "Terminated", "a": "Waiting:PodInitializing"}},
+		{name: "image pull error", pod: pod(corev1.RestartPolicyAlways, nil, "a"),
+			waiting: map[string]waiting{"a": {"ErrImagePull", "not found"}}, phase: corev1.PodPending, initDone: true,
+			stateOf: map[string]string{"a": "Waiting:ErrImagePull"}},
+		{name: "rejected", pod: pod(corev1.RestartPolicyAlways, nil, "a"), failed: &waiting{"OutOfmemory", "no"},
+			phase: corev1.PodFailed, initDone: true, stateOf: map[string]string{"a": "Waiting:ContainerCreating"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			v := &view{pod: tc.pod, instances: tc.insts, waiting: tc.waiting, failed: tc.failed}
+			st := v.status()
+			if st.Phase != tc.phase {
+				t.Errorf("phase = %s, want %s", st.Phase, tc.phase)
+			}
+			conds := map[corev1.PodConditionType]corev1.ConditionStatus{}
+			for _, c := range st.Conditions {
+				conds[c.Type] = c.Status
+			}
+			if (conds[corev1.PodReady] == corev1.ConditionTrue) != tc.ready || (conds[corev1.ContainersReady] == corev1.ConditionTrue) != tc.ready {
+				t.Errorf("Ready = %s, ContainersReady = %s, want ready %v", conds[corev1.PodReady], conds[corev1.ContainersReady], tc.ready)
+			}
+			if (conds[corev1.PodInitialized] == corev1.ConditionTrue) != tc.initDone {
+				t.Errorf("Initialized = %s, want %v", conds[corev1.PodInitialized], tc.initDone)
+			}
+			all := append(append([]corev1.ContainerStatus{}, st.InitContainerStatuses...), st.ContainerStatuses...)
+			for _, cs := range all {
+				got := "?"
+				switch {
+				case cs.State.Running != nil:
+					got = "Running"
+				case cs.State.Terminated != nil:
+					got = "Terminated"
+				case cs.State.Waiting != nil:
+					got = "Waiting:" + cs.State.Waiting.Reason
+				}
+				if want := tc.stateOf[cs.Name]; got != want {
+					t.Errorf("%s: state %s, want %s", cs.Name, got, want)
+				}
+				if cs.RestartCount != tc.restarts[cs.Name] {
+					t.Errorf("%s: restartCount %d, want %d", cs.Name, cs.RestartCount, tc.restarts[cs.Name])
+				}
+				code, ok := tc.lastState[cs.Name]
+				if lt := cs.LastTerminationState.Terminated; (lt != nil) != ok || (ok && lt.ExitCode != code) {
+					t.Errorf("%s: lastState %+v, want exit %d (%v)", cs.Name, lt, code, ok)
+				}
+			}
+		})
+	}
+}
+
+func TestContainerID(t *testing.T) {
+	long := "a123456789b123456789c123456789d123456789e123456789f123456789g12"
+	for _, tc := range []struct {
+		uid, name string
+		attempt   int
+		want      string
+	}{
+		{"6f1c2a7e-1111-2222-3333-444455556666", "web", 0, "6f1c2a7e-web-0"},
+		{"6f1c2a7e-1111-2222-3333-444455556666", long, 12, "6f1c2a7e-" + long[:60] + "-12"},
+	} {
+		got := containerID(types.UID(tc.uid), tc.name, tc.attempt)
+		if got != tc.want || len(got) > 76 {
+			t.Errorf("containerID(%s, %s, %d) = %q (%d chars), want %q", tc.uid, tc.name, tc.attempt, got, len(got), tc.want)
+		}
+	}
+}

@@ -1,0 +1,439 @@
+package pods
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"path/filepath"
+	"strconv"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/containerd/containerd/v2/client"
+	"github.com/containerd/errdefs"
+	"github.com/containerd/log"
+	"k8s.io/apimachinery/pkg/api/equality"
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/types"
+
+	"github.com/feather-edge/feather/kubelet/logs"
+)
+
+// Kubelet's restart back-off: 10 s, doubling, at most 5 min, forgotten after
+// a run of 10 min.
+const (
+	backoffBase  = 10 * time.Second
+	backoffMax   = 5 * time.Minute
+	backoffReset = 10 * time.Minute
+)
+
+// worker owns one pod: it alone creates, starts and removes the pod's
+// containers, in its goroutine, woken by spec changes and task exits.
+type worker struct {
+	p   *Provider
+	uid types.UID
+	log *log.Entry
+
+	mu          sync.Mutex
+	pod         *corev1.Pod // nil until CreatePod (recovered pods)
+	status      *corev1.PodStatus
+	skel        *corev1.Pod
+	admitted    bool
+	running     []*corev1.Pod // other pods, for admission
+	failed      *waiting
+	waiting     map[string]waiting
+	pullBackoff map[string]time.Time // image → when to try again
+	pullDelay   map[string]time.Duration
+	grace       time.Duration
+	terminating bool
+	started     time.Time
+	netns       string
+	mounts      map[string]string // volume name → host path
+
+	kick chan struct{}
+}
+
+func newWorker(p *Provider, pod *corev1.Pod, withSpec bool) *worker {
+	w := &worker{p: p, uid: pod.UID, skel: pod.DeepCopy(), kick: make(chan struct{}, 1),
+		waiting: map[string]waiting{}, pullBackoff: map[string]time.Time{}, pullDelay: map[string]time.Duration{},
+		log: log.L.WithField("pod", pod.Namespace+"/"+pod.Name)}
+	if withSpec {
+		w.pod = pod.DeepCopy()
+	}
+	go w.run()
+	return w
+}
+
+func (w *worker) key() string { return w.skel.Namespace + "/" + w.skel.Name }
+
+func (w *worker) skeleton() *corev1.Pod { return w.skel.DeepCopy() }
+
+// current returns the pod with its latest status, or nil before CreatePod.
+func (w *worker) current() *corev1.Pod {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.pod == nil {
+		return nil
+	}
+	pod := w.pod.DeepCopy()
+	if w.status != nil {
+		pod.Status = *w.status.DeepCopy()
+	}
+	return pod
+}
+
+func (w *worker) setSpec(pod *corev1.Pod, running []*corev1.Pod) {
+	w.mu.Lock()
+	w.pod = pod.DeepCopy()
+	w.running = running
+	w.mu.Unlock()
+	w.wake()
+}
+
+func (w *worker) terminate(grace time.Duration) {
+	w.mu.Lock()
+	w.terminating, w.grace = true, grace
+	w.mu.Unlock()
+	w.wake()
+}
+
+func (w *worker) wake() {
+	select {
+	case w.kick <- struct{}{}:
+	default:
+	}
+}
+
+// run is the worker's loop: sync, publish, sleep until woken or due.
+func (w *worker) run() {
+	ctx := w.p.ctx(context.Background())
+	for {
+		next, done := w.sync(ctx)
+		if done {
+			return
+		}
+		t := time.NewTimer(next)
+		select {
+		case <-w.kick:
+		case <-t.C:
+		}
+		t.Stop()
+	}
+}
+
+// sync brings containerd to the pod's spec once, publishes the status if it
+// changed, and says when to look again.
+func (w *worker) sync(ctx context.Context) (next time.Duration, done bool) {
+	next = time.Minute
+	w.mu.Lock()
+	pod, terminating, grace := w.pod, w.terminating, w.grace
+	w.mu.Unlock()
+
+	insts, err := w.p.instances(ctx, w.uid, w.wake)
+	if err != nil {
+		w.log.WithError(err).Warn("list containers")
+		return 5 * time.Second, false
+	}
+	if terminating {
+		w.stop(ctx, insts, grace)
+		return 0, true
+	}
+	if pod == nil {
+		return time.Minute, false // recovered; waiting for CreatePod or DeletePod
+	}
+	if w.started.IsZero() {
+		w.started = time.Now()
+		if pod.Status.StartTime != nil {
+			w.started = pod.Status.StartTime.Time
+		}
+	}
+	next = w.reconcile(ctx, pod, insts)
+	insts, err = w.p.instances(ctx, w.uid, w.wake)
+	if err == nil {
+		w.publish(pod, insts)
+	}
+	return next, false
+}
+
+// reconcile starts what should run. It returns when to look again.
+func (w *worker) reconcile(ctx context.Context, pod *corev1.Pod, insts []instance) time.Duration {
+	if !w.admitted {
+		if len(insts) == 0 && w.p.cfg.Admit != nil {
+			w.mu.Lock()
+			running := w.running
+			w.mu.Unlock()
+			if r := w.p.cfg.Admit(pod, running); r != nil {
+				w.failed = &waiting{Reason: r.Reason, Message: r.Message}
+				w.p.events.Event(pod, corev1.EventTypeWarning, r.Reason, r.Message)
+				return time.Hour
+			}
+		}
+		w.admitted = true
+	}
+	if w.failed != nil {
+		return time.Hour
+	}
+	if !pod.Spec.HostNetwork && w.netns == "" {
+		p, err := w.p.net.Ensure(string(pod.UID))
+		if err != nil {
+			w.setWaiting(pod, "", "CreatePodSandboxError", err.Error())
+			return 10 * time.Second
+		}
+		w.netns = p
+	}
+	if w.mounts == nil {
+		if w.p.volumes == nil || len(pod.Spec.Volumes) == 0 {
+			w.mounts = map[string]string{}
+		} else {
+			m, err := w.p.volumes.Setup(ctx, pod)
+			if err != nil {
+				w.setWaiting(pod, "", "CreateContainerConfigError", err.Error())
+				w.p.events.Event(pod, corev1.EventTypeWarning, "FailedMount", err.Error())
+				return 10 * time.Second
+			}
+			w.mounts = m
+		}
+	}
+	view := &view{pod: pod, instances: insts}
+	policy := pod.Spec.RestartPolicy
+	for i := range pod.Spec.InitContainers {
+		c := &pod.Spec.InitContainers[i]
+		runs := view.runs(c.Name)
+		if len(runs) > 0 {
+			l := runs[0]
+			if l.Running || (l.Exited && l.ExitCode == 0) {
+				if l.Running {
+					return time.Minute
+				}
+				continue
+			}
+			if l.Exited && !restarts(policy, true, l.ExitCode) {
+				return time.Hour // the pod failed
+			}
+		}
+		return w.ensure(ctx, pod, c, true, runs)
+	}
+	next := time.Minute
+	for i := range pod.Spec.Containers {
+		c := &pod.Spec.Containers[i]
+		if d := w.ensure(ctx, pod, c, false, view.runs(c.Name)); d < next {
+			next = d
+		}
+	}
+	return next
+}
+
+// ensure runs container c unless it runs or has ended for good: a first
+// run, or a restart after kubelet's back-off. It returns when to look again.
+func (w *worker) ensure(ctx context.Context, pod *corev1.Pod, c *corev1.Container, init bool, runs []instance) time.Duration {
+	attempt := 0
+	if len(runs) > 0 {
+		l := runs[0]
+		if l.Running {
+			w.clearWaiting(c.Name)
+			return time.Minute
+		}
+		if !l.Exited {
+			return time.Second // just created
+		}
+		if !restarts(pod.Spec.RestartPolicy, init, l.ExitCode) {
+			w.clearWaiting(c.Name)
+			return time.Hour
+		}
+		attempt = l.Attempt + 1
+		delay := backoffBase << min(l.Attempt, 5)
+		if l.FinishedAt.Sub(l.StartedAt) >= backoffReset {
+			delay = 0
+		}
+		delay = min(delay, backoffMax)
+		if wait := time.Until(l.FinishedAt.Add(delay)); wait > 0 {
+			msg := fmt.Sprintf("back-off %s restarting failed container=%s pod=%s_%s(%s)", delay, c.Name, pod.Name, pod.Namespace, pod.UID)
+			if w.setWaiting(pod, c.Name, "CrashLoopBackOff", msg) {
+				w.p.events.Event(pod, corev1.EventTypeWarning, "BackOff", "Back-off restarting failed container "+c.Name)
+			}
+			return wait
+		}
+	}
+	if err := w.start(ctx, pod, c, init, attempt); err != nil {
+		var we *waitErr
+		if errors.As(err, &we) {
+			if w.setWaiting(pod, c.Name, we.reason, we.msg) {
+				w.p.events.Event(pod, corev1.EventTypeWarning, we.event, we.msg)
+			}
+			return we.retry
+		}
+		w.setWaiting(pod, c.Name, "CreateContainerError", err.Error())
+		w.p.events.Event(pod, corev1.EventTypeWarning, "Failed", err.Error())
+		return 10 * time.Second
+	}
+	w.clearWaiting(c.Name)
+	return time.Minute
+}
+
+// setWaiting records why container name (or, with "", every container not
+// yet run) waits; it reports whether that is news.
+func (w *worker) setWaiting(pod *corev1.Pod, name, reason, msg string) bool {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	names := []string{name}
+	if name == "" {
+		names = nil
+		for _, c := range append(append([]corev1.Container{}, pod.Spec.InitContainers...), pod.Spec.Containers...) {
+			names = append(names, c.Name)
+		}
+	}
+	news := false
+	for _, n := range names {
+		if w.waiting[n] != (waiting{reason, msg}) {
+			news = true
+			w.waiting[n] = waiting{reason, msg}
+		}
+	}
+	return news
+}
+
+func (w *worker) clearWaiting(name string) {
+	w.mu.Lock()
+	delete(w.waiting, name)
+	w.mu.Unlock()
+}
+
+// publish computes the status and hands it to virtual-kubelet if it changed.
+func (w *worker) publish(pod *corev1.Pod, insts []instance) {
+	w.mu.Lock()
+	v := &view{pod: pod, instances: insts, waiting: map[string]waiting{}, failed: w.failed,
+		hostIP: w.p.cfg.HostIP, started: w.started, prev: w.status}
+	for k, x := range w.waiting {
+		v.waiting[k] = x
+	}
+	w.mu.Unlock()
+	if pod.Spec.HostNetwork && w.p.cfg.HostIP != "" {
+		v.podIPs = []string{w.p.cfg.HostIP}
+	}
+	st := v.status()
+	w.mu.Lock()
+	same := w.status != nil && equality.Semantic.DeepEqual(*w.status, st)
+	if !same {
+		w.status = &st
+	}
+	w.mu.Unlock()
+	if !same {
+		out := pod.DeepCopy()
+		out.Status = st
+		w.p.publish(out)
+	}
+}
+
+// stop kills every running task of the pod (SIGTERM, SIGKILL after grace),
+// removes its containers, volumes, network namespace and logs, and
+// publishes a final status.
+func (w *worker) stop(ctx context.Context, insts []instance, grace time.Duration) {
+	var wg sync.WaitGroup
+	for _, in := range insts {
+		if !in.Running {
+			continue
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			w.p.kill(ctx, in.ID, grace)
+		}()
+	}
+	wg.Wait()
+	final, _ := w.p.instances(ctx, w.uid, nil)
+	for _, in := range final {
+		if err := w.p.removeContainer(ctx, in.ID); err != nil {
+			w.log.WithError(err).WithField("container", in.ID).Warn("remove container")
+		}
+	}
+	if w.p.volumes != nil {
+		if err := w.p.volumes.Teardown(ctx, w.uid); err != nil {
+			w.log.WithError(err).Warn("remove volumes")
+		}
+	}
+	if err := w.p.net.Remove(string(w.uid)); err != nil {
+		w.log.WithError(err).Warn("remove network namespace")
+	}
+	w.mu.Lock()
+	pod := w.pod
+	if pod == nil {
+		pod = w.skel
+	}
+	w.mu.Unlock()
+	_ = removeAll(w.p.podLogDir(pod))
+	// Every container terminated: virtual-kubelet then deletes the pod.
+	for i := range final {
+		if !final[i].Exited {
+			final[i].Exited, final[i].Running, final[i].FinishedAt = true, false, time.Now()
+			final[i].ExitCode, final[i].Reason = 137, "Error"
+		}
+	}
+	if w.pod != nil {
+		w.publish(pod, final)
+	}
+	w.p.removed(w.uid)
+}
+
+// logFor returns the log file of container name (its previous run's with
+// previous) and a channel closed once that run has ended.
+func (w *worker) logFor(ctx context.Context, name string, previous bool) (string, <-chan struct{}, error) {
+	w.mu.Lock()
+	pod := w.pod
+	w.mu.Unlock()
+	if pod == nil {
+		return "", nil, fmt.Errorf("pod %s not yet adopted: %w", w.key(), errdefs.ErrNotFound)
+	}
+	insts, err := w.p.instances(w.p.ctx(ctx), w.uid, nil)
+	if err != nil {
+		return "", nil, err
+	}
+	runs := (&view{instances: insts}).runs(name)
+	i := 0
+	if previous {
+		i = 1
+	}
+	if len(runs) <= i {
+		if previous {
+			return "", nil, fmt.Errorf("previous terminated container %q in pod %q not found: %w", name, pod.Name, errdefs.ErrNotFound)
+		}
+		return "", nil, fmt.Errorf("container %q in pod %q is waiting to start: %w", name, pod.Name, errdefs.ErrNotFound)
+	}
+	in := runs[i]
+	done := make(chan struct{})
+	if in.Running {
+		go func() {
+			defer close(done)
+			w.p.waitExit(ctx, in.ID)
+		}()
+	} else {
+		close(done)
+	}
+	return logs.Path(w.p.podLogDir(pod), name, in.Attempt), done, nil
+}
+
+// containerID names attempt of container name of the pod: containerd IDs
+// are at most 76 characters, so the UID is shortened.
+func containerID(uid types.UID, name string, attempt int) string {
+	short := string(uid)
+	if len(short) > 8 {
+		short = short[:8]
+	}
+	if len(name) > 60 {
+		name = name[:60]
+	}
+	return short + "-" + name + "-" + strconv.Itoa(attempt)
+}
+
+// waitErr is a start failure that makes the container wait with reason and
+// try again after retry.
+type waitErr struct {
+	reason, event, msg string
+	retry              time.Duration
+}
+
+func (e *waitErr) Error() string { return e.reason + ": " + e.msg }
+
+var _ = filepath.Join
+var _ = syscall.SIGTERM
+var _ client.Task
