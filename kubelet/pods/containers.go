@@ -528,4 +528,3 @@ func runAs(pod *corev1.Pod, c *corev1.Container) (uid, gid *int64) {
 	}
 	return uid, gid
 }
-

@@ -4,6 +4,8 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"syscall"
+	"time"
 
 	"github.com/containerd/cgroups/v3"
 	"github.com/containerd/cgroups/v3/cgroup1"
@@ -20,7 +22,9 @@ type cgroup interface {
 	// stats returns the metrics in the runc shim's format (cgroups v1 or
 	// v2 Metrics), which `ctr task metrics` reads.
 	stats() (*anypb.Any, error)
-	// delete removes the cgroup; its processes must have ended.
+	// delete kills what still runs in the cgroup — virtiofsd's sandboxed
+	// child outlives its parent by a moment — waits until it is empty, and
+	// removes it.
 	delete() error
 }
 
@@ -74,7 +78,17 @@ func loadCgroup(path string) (cgroup, error) {
 type v1 struct{ cg cgroup1.Cgroup }
 
 func (c v1) add(pid int) error { return c.cg.Add(cgroup1.Process{Pid: pid}) }
-func (c v1) delete() error     { return c.cg.Delete() }
+func (c v1) delete() error {
+	err := drain(func() ([]int, error) {
+		ps, err := c.cg.Processes(cgroup1.Memory, true)
+		pids := make([]int, 0, len(ps))
+		for _, p := range ps {
+			pids = append(pids, p.Pid)
+		}
+		return pids, err
+	})
+	return errors.Join(err, c.cg.Delete())
+}
 func (c v1) stats() (*anypb.Any, error) {
 	m, err := c.cg.Stat(cgroup1.IgnoreNotExist)
 	if err != nil {
@@ -94,8 +108,41 @@ func (c v2) stats() (*anypb.Any, error) {
 	return typeurl.MarshalAnyToProto(m)
 }
 func (c v2) delete() error {
-	if err := c.m.Delete(); err != nil && !errors.Is(err, os.ErrNotExist) {
-		return err
+	err := drain(func() ([]int, error) {
+		ps, err := c.m.Procs(true)
+		pids := make([]int, 0, len(ps))
+		for _, p := range ps {
+			pids = append(pids, int(p))
+		}
+		return pids, err
+	})
+	if derr := c.m.Delete(); derr != nil && !errors.Is(derr, os.ErrNotExist) {
+		return errors.Join(err, derr)
 	}
-	return nil
+	return err
+}
+
+// drainTimeout bounds how long delete waits for killed processes to go.
+const drainTimeout = 5 * time.Second
+
+// drain SIGKILLs the processes procs lists until it lists none, polling
+// (a cgroup v1 has no event for "empty" that works everywhere).
+func drain(procs func() ([]int, error)) error {
+	deadline := time.Now().Add(drainTimeout)
+	for {
+		pids, err := procs()
+		if errors.Is(err, os.ErrNotExist) || (err == nil && len(pids) == 0) {
+			return nil
+		}
+		if err != nil {
+			return fmt.Errorf("list cgroup processes: %w", err)
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("cgroup still has processes %v after SIGKILL", pids)
+		}
+		for _, pid := range pids {
+			_ = syscall.Kill(pid, syscall.SIGKILL)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
 }

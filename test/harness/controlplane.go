@@ -106,6 +106,7 @@ func (cp *ControlPlane) start(ctx context.Context, bins map[string]string) error
 		"kubelet-client-certificate":         files["apiserver-kubelet-client.crt"],
 		"kubelet-client-key":                 files["apiserver-kubelet-client.key"],
 		"kubelet-certificate-authority":      files["ca.crt"],
+		"kubelet-preferred-address-types":    "InternalIP,ExternalIP,Hostname", // as kubeadm sets it
 		"service-account-key-file":           files["sa.key"],
 		"service-account-signing-key-file":   files["sa.key"],
 		"service-account-issuer":             "https://kubernetes.default.svc",

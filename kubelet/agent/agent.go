@@ -1,0 +1,264 @@
+// Package agent wires the Feather agent together: a Kubernetes client with
+// the node's identity, a containerd client, the pod provider, the node's
+// status, the kubelet API, and virtual-kubelet's controllers.
+package agent
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"time"
+
+	"github.com/containerd/containerd/v2/client"
+	"github.com/containerd/log"
+	"github.com/virtual-kubelet/virtual-kubelet/node"
+	"github.com/virtual-kubelet/virtual-kubelet/node/api"
+	"github.com/virtual-kubelet/virtual-kubelet/node/nodeutil"
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/apiserver/pkg/server/dynamiccertificates"
+	"k8s.io/client-go/informers"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/kubernetes/scheme"
+	typedcorev1 "k8s.io/client-go/kubernetes/typed/core/v1"
+	"k8s.io/client-go/tools/clientcmd"
+	"k8s.io/client-go/tools/record"
+
+	"github.com/feather-edge/feather/kubelet/nodeinfo"
+	"github.com/feather-edge/feather/kubelet/pods"
+	"github.com/feather-edge/feather/kubelet/volumes"
+)
+
+// Version is the agent's version, reported as the node's kubeletVersion.
+var Version = "v1.37.2-feather"
+
+// Config is the agent's configuration (its command-line flags).
+type Config struct {
+	Kubeconfig string
+	NodeName   string
+	// InternalIP is the node's address; empty picks the default route's.
+	InternalIP string
+	// Port is the kubelet API's port.
+	Port int
+	// Containerd is containerd's socket; Namespace its namespace for pods.
+	Containerd, Namespace string
+	// Runtimes maps RuntimeClass handlers and image backends to containerd
+	// runtimes.
+	Runtimes map[string]string
+	// PlainHTTP registries besides localhost.
+	PlainHTTP []string
+	// Taints put on the node (key=value:Effect).
+	Taints []corev1.Taint
+	// Labels added to the node's.
+	Labels map[string]string
+	// LogDir, StateDir, RunDir: see pods.Config.
+	LogDir, StateDir, RunDir string
+	// Workers is the number of pods virtual-kubelet syncs at once.
+	Workers int
+}
+
+// DefaultConfig returns the defaults of every flag.
+func DefaultConfig() Config {
+	host, _ := os.Hostname()
+	return Config{
+		NodeName:   host,
+		Port:       10250,
+		Containerd: "/run/containerd/containerd.sock",
+		Namespace:  "feather",
+		Runtimes:   map[string]string{"runc": "io.containerd.runc.v2", "osv": "io.containerd.osv.v1"},
+		Taints:     []corev1.Taint{{Key: "virtual-kubelet.io/provider", Value: "feather", Effect: corev1.TaintEffectNoSchedule}},
+		LogDir:     "/var/log/pods",
+		StateDir:   "/var/lib/feather",
+		RunDir:     "/run/feather",
+		Workers:    10,
+	}
+}
+
+// Run runs the agent until ctx ends.
+func Run(ctx context.Context, cfg Config) error {
+	restCfg, err := clientcmd.BuildConfigFromFlags("", cfg.Kubeconfig)
+	if err != nil {
+		return fmt.Errorf("kubeconfig: %w", err)
+	}
+	kube, err := kubernetes.NewForConfig(restCfg)
+	if err != nil {
+		return err
+	}
+	cd, err := client.New(cfg.Containerd, client.WithDefaultNamespace(cfg.Namespace))
+	if err != nil {
+		return fmt.Errorf("containerd at %s: %w", cfg.Containerd, err)
+	}
+	defer cd.Close()
+	ver, err := cd.Version(ctx)
+	if err != nil {
+		return fmt.Errorf("containerd at %s: %w", cfg.Containerd, err)
+	}
+	ip := cfg.InternalIP
+	if ip == "" {
+		ip = defaultIP()
+	}
+	logger, err := os.Executable()
+	if err != nil {
+		return err
+	}
+
+	broadcaster := record.NewBroadcaster()
+	broadcaster.StartRecordingToSink(&typedcorev1.EventSinkImpl{Interface: kube.CoreV1().Events("")})
+	defer broadcaster.Shutdown()
+	recorder := broadcaster.NewRecorder(scheme.Scheme, corev1.EventSource{Component: "feather", Host: cfg.NodeName})
+
+	for _, d := range []string{cfg.StateDir, cfg.LogDir, cfg.RunDir} {
+		if err := os.MkdirAll(d, 0o755); err != nil {
+			return err
+		}
+	}
+	mon := nodeinfo.NewMonitor(cfg.StateDir)
+	var backends []string
+	for h := range cfg.Runtimes {
+		if h == "runc" {
+			h = "container"
+		}
+		backends = append(backends, h)
+	}
+	slices.Sort(backends)
+	status, err := nodeinfo.NewProvider(ctx, nodeinfo.Config{
+		Name: cfg.NodeName, Labels: cfg.Labels, Taints: cfg.Taints, Backends: backends, KubeletPort: int32(cfg.Port),
+		ContainerdVersion: ver.Version, KubeletVersion: Version, InternalIP: ip,
+	}, mon, nodeinfo.ProviderConfig{RuntimeCheck: func(ctx context.Context) error {
+		_, err := cd.Version(ctx)
+		return err
+	}})
+	if err != nil {
+		return err
+	}
+	admit := func(pod *corev1.Pod, running []*corev1.Pod) *pods.Rejection {
+		var ae *nodeinfo.AdmitError
+		if err := nodeinfo.Admit(pod, running, status.Allocatable()); errors.As(err, &ae) {
+			st := ae.PodStatus()
+			return &pods.Rejection{Reason: st.Reason, Message: st.Message}
+		}
+		return nil
+	}
+
+	// Informers: this node's pods, and services (for their environment
+	// variables). ConfigMaps and secrets are read one by one: the Node
+	// authorizer lets a node get those its pods use, but not list them all.
+	podFactory := informers.NewSharedInformerFactoryWithOptions(kube, time.Minute, nodeutil.PodInformerFilter(cfg.NodeName))
+	svcFactory := informers.NewSharedInformerFactory(kube, time.Minute)
+	podInformer := podFactory.Core().V1().Pods()
+	svcInformer := svcFactory.Core().V1().Services()
+	getters := newGetterInformers(kube)
+
+	vols := &volumes.Manager{
+		Root: filepath.Join(cfg.StateDir, "pods"), Source: volumes.NewClientSource(kube),
+		NodeName: cfg.NodeName, NodeAllocatable: status.Node().Status.Allocatable,
+	}
+	provider, err := pods.New(ctx, pods.Config{
+		NodeName: cfg.NodeName, HostIP: ip, Namespace: cfg.Namespace, Runtimes: cfg.Runtimes, PlainHTTP: cfg.PlainHTTP,
+		LogDir: cfg.LogDir, StateDir: cfg.StateDir, RunDir: cfg.RunDir, Logger: logger, Admit: admit,
+	}, cd, kube, getters.secrets.Lister(), recorder, vols)
+	if err != nil {
+		return err
+	}
+	pc, err := node.NewPodController(node.PodControllerConfig{
+		PodClient: kube.CoreV1(), EventRecorder: recorder, Provider: provider, PodInformer: podInformer,
+		SecretInformer: getters.secrets, ConfigMapInformer: getters.configMaps, ServiceInformer: svcInformer,
+	})
+	if err != nil {
+		return err
+	}
+	nc, err := node.NewNodeController(status, status.Node(), kube.CoreV1().Nodes(),
+		node.WithNodeEnableLeaseV1(nodeutil.NodeLeaseV1Client(kube), node.DefaultLeaseDuration))
+	if err != nil {
+		return err
+	}
+
+	// The kubelet API (logs), authenticated and authorised as kubelet's:
+	// client certificates of the cluster CA, or tokens, checked by the API.
+	cert := &servingCert{}
+	certDir := filepath.Join(cfg.StateDir, "pki")
+	auth, err := nodeutil.WebhookAuth(kube, cfg.NodeName, func(c *nodeutil.WebhookAuthConfig) error {
+		var err error
+		c.AuthnConfig.ClientCertificateCAContentProvider, err = dynamiccertificates.NewStaticCAContent("cluster-ca", restCfg.CAData)
+		return err
+	})
+	if err != nil {
+		return fmt.Errorf("kubelet API auth: %w", err)
+	}
+	pool := x509.NewCertPool()
+	pool.AppendCertsFromPEM(restCfg.CAData)
+	tlsCfg := &tls.Config{MinVersion: tls.VersionTLS12, GetCertificate: cert.get, ClientAuth: tls.VerifyClientCertIfGiven, ClientCAs: pool}
+	mux := http.NewServeMux()
+	mux.Handle("/", api.PodHandler(api.PodHandlerConfig{
+		RunInContainer: provider.RunInContainer, AttachToContainer: provider.AttachToContainer,
+		GetContainerLogs: provider.GetContainerLogs, GetPods: provider.GetPods,
+		GetPodsFromKubernetes: func(context.Context) ([]*corev1.Pod, error) { return podInformer.Lister().List(labels.Everything()) },
+		GetStatsSummary:       provider.GetStatsSummary, GetMetricsResource: provider.GetMetricsResource,
+		PortForward: provider.PortForward,
+	}, true))
+	ln, err := tls.Listen("tcp", net.JoinHostPort("", strconv.Itoa(cfg.Port)), tlsCfg)
+	if err != nil {
+		return fmt.Errorf("kubelet API: %w", err)
+	}
+	srv := &http.Server{Handler: nodeutil.WithAuth(auth, mux), ReadHeaderTimeout: 30 * time.Second}
+	go srv.Serve(ln) //nolint:errcheck // ends with Close below
+	defer srv.Close()
+	go func() {
+		if cert.load(certDir) {
+			return
+		}
+		for ctx.Err() == nil {
+			err := cert.request(ctx, kube, certDir, cfg.NodeName, []net.IP{net.ParseIP(ip)})
+			if err == nil {
+				return
+			}
+			log.G(ctx).WithError(err).Warn("serving certificate")
+			select {
+			case <-ctx.Done():
+			case <-time.After(30 * time.Second):
+			}
+		}
+	}()
+
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	podFactory.Start(ctx.Done())
+	svcFactory.Start(ctx.Done())
+	go pc.Run(ctx, cfg.Workers) //nolint:errcheck // its error comes through Done/Err
+	select {
+	case <-pc.Ready():
+	case <-pc.Done():
+		return pc.Err()
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	go nc.Run(ctx) //nolint:errcheck // its error comes through Done/Err
+	log.G(ctx).WithField("node", cfg.NodeName).WithField("containerd", ver.Version).Info("Feather agent running")
+	select {
+	case <-ctx.Done():
+		<-pc.Done()
+		return nil
+	case <-pc.Done():
+		return pc.Err()
+	case <-nc.Done():
+		return nc.Err()
+	}
+}
+
+// defaultIP returns the address of the interface holding the default route.
+func defaultIP() string {
+	c, err := net.Dial("udp", "192.0.2.1:9") // no packet is sent: this only picks a route
+	if err != nil {
+		return "127.0.0.1"
+	}
+	defer c.Close()
+	return c.LocalAddr().(*net.UDPAddr).IP.String()
+}

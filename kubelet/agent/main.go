@@ -1,0 +1,142 @@
+package agent
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+
+	"github.com/containerd/log"
+	corev1 "k8s.io/api/core/v1"
+
+	"github.com/feather-edge/feather/kubelet/logs"
+)
+
+// Main runs the agent with command-line args (without the program name)
+// and returns the exit code.
+func Main(args []string) int {
+	if len(args) > 0 && args[0] == "cri-log" {
+		return criLog(args[1:])
+	}
+	cfg := DefaultConfig()
+	fs := flag.NewFlagSet("feather", flag.ContinueOnError)
+	fs.StringVar(&cfg.Kubeconfig, "kubeconfig", os.Getenv("KUBECONFIG"), "kubeconfig with the node's identity (system:node:NAME)")
+	fs.StringVar(&cfg.NodeName, "node-name", cfg.NodeName, "the node's name")
+	fs.StringVar(&cfg.InternalIP, "node-ip", "", "the node's InternalIP (default: the address of the default route)")
+	fs.IntVar(&cfg.Port, "port", cfg.Port, "port of the kubelet API (logs)")
+	fs.StringVar(&cfg.Containerd, "containerd", cfg.Containerd, "containerd's socket")
+	fs.StringVar(&cfg.Namespace, "containerd-namespace", cfg.Namespace, "containerd namespace of the pods' containers")
+	fs.StringVar(&cfg.LogDir, "log-dir", cfg.LogDir, "directory of the pods' CRI log files")
+	fs.StringVar(&cfg.StateDir, "state-dir", cfg.StateDir, "directory of pod volumes and the serving certificate")
+	fs.StringVar(&cfg.RunDir, "run-dir", cfg.RunDir, "directory of runtime state (pod network namespaces)")
+	fs.IntVar(&cfg.Workers, "workers", cfg.Workers, "pods synced at once")
+	runtimes := fs.String("runtimes", "", "extra HANDLER=RUNTIME pairs, comma-separated (defaults: runc=io.containerd.runc.v2,osv=io.containerd.osv.v1)")
+	plain := fs.String("plain-http", "", "registry hosts pulled over plain HTTP, comma-separated (localhost always is)")
+	taints := fs.String("taints", "virtual-kubelet.io/provider=feather:NoSchedule", `node taints KEY[=VALUE]:EFFECT, comma-separated; "" for none`)
+	labels := fs.String("labels", "", "extra node labels KEY=VALUE, comma-separated")
+	level := fs.String("log-level", "info", "log level")
+	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+	var err error
+	if cfg.Taints, err = parseTaints(*taints); err == nil {
+		cfg.Labels, err = parsePairs(*labels)
+	}
+	if err == nil {
+		var extra map[string]string
+		if extra, err = parsePairs(*runtimes); err == nil {
+			for k, v := range extra {
+				cfg.Runtimes[k] = v
+			}
+		}
+	}
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "feather:", err)
+		return 2
+	}
+	if *plain != "" {
+		cfg.PlainHTTP = strings.Split(*plain, ",")
+	}
+	if err := log.SetLevel(*level); err != nil {
+		fmt.Fprintln(os.Stderr, "feather:", err)
+		return 2
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+	if err := Run(ctx, cfg); err != nil && !errors.Is(err, context.Canceled) {
+		fmt.Fprintln(os.Stderr, "feather:", err)
+		return 1
+	}
+	return 0
+}
+
+func parsePairs(s string) (map[string]string, error) {
+	out := map[string]string{}
+	for _, kv := range strings.Split(s, ",") {
+		if kv = strings.TrimSpace(kv); kv == "" {
+			continue
+		}
+		k, v, ok := strings.Cut(kv, "=")
+		if !ok || k == "" {
+			return nil, fmt.Errorf("%q: want KEY=VALUE", kv)
+		}
+		out[k] = v
+	}
+	return out, nil
+}
+
+func parseTaints(s string) ([]corev1.Taint, error) {
+	var out []corev1.Taint
+	for _, t := range strings.Split(s, ",") {
+		if t = strings.TrimSpace(t); t == "" {
+			continue
+		}
+		kv, effect, ok := strings.Cut(t, ":")
+		e := corev1.TaintEffect(effect)
+		if !ok || (e != corev1.TaintEffectNoSchedule && e != corev1.TaintEffectPreferNoSchedule && e != corev1.TaintEffectNoExecute) {
+			return nil, fmt.Errorf("taint %q: want KEY[=VALUE]:NoSchedule|PreferNoSchedule|NoExecute", t)
+		}
+		k, v, _ := strings.Cut(kv, "=")
+		out = append(out, corev1.Taint{Key: k, Value: v, Effect: e})
+	}
+	return out, nil
+}
+
+// criLog is the containerd logging binary (binary:// log URI): containerd's
+// shim runs `feather cri-log PATH` with the task's stdout on fd 3, stderr on
+// fd 4, and fd 5 to close once ready; it writes both as a CRI log at PATH.
+func criLog(args []string) int {
+	if len(args) != 1 {
+		fmt.Fprintln(os.Stderr, "usage: feather cri-log PATH")
+		return 2
+	}
+	f, err := logs.Open(args[0])
+	ready := os.NewFile(5, "ready")
+	ready.Close()
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "feather cri-log:", err)
+		return 1
+	}
+	done := make(chan struct{}, 2)
+	for fd, s := range map[uintptr]logs.StreamType{3: logs.Stdout, 4: logs.Stderr} {
+		go func() {
+			in := os.NewFile(fd, string(s))
+			w := f.Stream(s)
+			_, _ = io.Copy(w, in)
+			w.Close()
+			done <- struct{}{}
+		}()
+	}
+	<-done
+	<-done
+	if err := f.Close(); err != nil {
+		fmt.Fprintln(os.Stderr, "feather cri-log:", err)
+		return 1
+	}
+	return 0
+}

@@ -1,0 +1,220 @@
+package e2e
+
+import (
+	"context"
+	"fmt"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/containerd/containerd/v2/pkg/namespaces"
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	nodev1 "k8s.io/api/node/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/wait"
+	"k8s.io/client-go/kubernetes"
+
+	"github.com/feather-edge/feather/test/harness"
+)
+
+// agentNS is the containerd namespace the agent runs pods in.
+const agentNS = "feather"
+
+// cluster is a control plane, containerd, a registry holding the test
+// images, and the agent registered as a node.
+type cluster struct {
+	env       *harness.Env
+	ctrd      *harness.Containerd
+	agent     *harness.Agent
+	kube      kubernetes.Interface
+	busybox   string // image refs in the registry
+	unikernel string
+}
+
+// newCluster starts everything and creates RuntimeClass osv.
+func newCluster(t *testing.T) *cluster {
+	t.Helper()
+	osvPrerequisites(t)
+	env := harness.New(t)
+	cp := env.StartControlPlane()
+	ctrd := env.StartContainerd(harness.ContainerdOptions{})
+	reg := env.StartRegistry()
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	c := &cluster{env: env, ctrd: ctrd, kube: kubernetes.NewForConfigOrDie(cp.Admin),
+		busybox: reg.Host + "/feather/busybox:test", unikernel: reg.Host + "/feather/testguest-direct:test"}
+	bb := filepath.Join(t.TempDir(), "busybox.tar")
+	if err := harness.WriteBusyboxImage(bb, "docker.io/feather/busybox:test"); err != nil {
+		t.Fatal(err)
+	}
+	push := func(tarball, ref, remote string) {
+		for _, args := range [][]string{{"image", "import", tarball}, {"image", "tag", ref, remote}, {"image", "push", "--plain-http", remote}} {
+			if _, err := ctrd.Ctr(ctx, append([]string{"-n", "push"}, args...)...); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	push(bb, "docker.io/feather/busybox:test", c.busybox)
+	push(guestImage(t, "testguest-direct"), directRef, c.unikernel)
+	c.agent = env.StartAgent(cp, ctrd, harness.AgentOptions{})
+	_, err := c.kube.NodeV1().RuntimeClasses().Create(ctx, &nodev1.RuntimeClass{
+		ObjectMeta: metav1.ObjectMeta{Name: "osv"}, Handler: "osv"}, metav1.CreateOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
+// podTemplate is a pod spec that tolerates the agent's taint and stops fast.
+func podTemplate(containers ...corev1.Container) corev1.PodSpec {
+	return corev1.PodSpec{
+		Containers:                    containers,
+		Tolerations:                   []corev1.Toleration{{Key: "virtual-kubelet.io/provider", Operator: corev1.TolerationOpExists}},
+		TerminationGracePeriodSeconds: ptrTo(int64(3)),
+	}
+}
+
+func ptrTo[T any](v T) *T { return &v }
+
+func deployment(name string, replicas int32, spec corev1.PodSpec) *appsv1.Deployment {
+	labels := map[string]string{"app": name}
+	return &appsv1.Deployment{
+		ObjectMeta: metav1.ObjectMeta{Name: name},
+		Spec: appsv1.DeploymentSpec{
+			Replicas: &replicas,
+			Selector: &metav1.LabelSelector{MatchLabels: labels},
+			Template: corev1.PodTemplateSpec{ObjectMeta: metav1.ObjectMeta{Labels: labels}, Spec: spec},
+		},
+	}
+}
+
+// waitFor polls cond every 200 ms until it is true, fails, or timeout; the
+// failure shows *last, if given: what cond saw the last time.
+func waitFor(t *testing.T, what string, timeout time.Duration, cond func(context.Context) (bool, error), last ...*string) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	if err := wait.PollUntilContextTimeout(ctx, 200*time.Millisecond, timeout, true, cond); err != nil {
+		if len(last) > 0 {
+			t.Fatalf("waiting for %s: %v (last seen: %s)", what, err, *last[0])
+		}
+		t.Fatalf("waiting for %s: %v", what, err)
+	}
+}
+
+// pods lists the pods with label app=name.
+func (c *cluster) pods(ctx context.Context, t *testing.T, app string) []corev1.Pod {
+	t.Helper()
+	l, err := c.kube.CoreV1().Pods("default").List(ctx, metav1.ListOptions{LabelSelector: "app=" + app})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return l.Items
+}
+
+// logs returns `kubectl logs` of a container, through the API server and
+// the agent's kubelet API.
+func (c *cluster) logs(ctx context.Context, pod string, opts *corev1.PodLogOptions) (string, error) {
+	b, err := c.kube.CoreV1().Pods("default").GetLogs(pod, opts).DoRaw(ctx)
+	return string(b), err
+}
+
+// containers lists the agent's containerd containers.
+func (c *cluster) containers(ctx context.Context, t *testing.T) []string {
+	t.Helper()
+	cs, err := c.ctrd.Client().Containers(namespaces.WithNamespace(ctx, agentNS))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ids []string
+	for _, x := range cs {
+		ids = append(ids, x.ID())
+	}
+	return ids
+}
+
+// TestAgentDeployments runs a Deployment of three container replicas and a
+// Deployment of one unikernel through the agent: they become Available,
+// their logs are right, and scaling down and deleting remove their pods and
+// containerd containers.
+func TestAgentDeployments(t *testing.T) {
+	c := newCluster(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	web := podTemplate(corev1.Container{Name: "web", Image: c.busybox,
+		Command: []string{"sh", "-c", "echo hello from $POD_NAME; exec sleep 3600"},
+		Env: []corev1.EnvVar{{Name: "POD_NAME", ValueFrom: &corev1.EnvVarSource{
+			FieldRef: &corev1.ObjectFieldSelector{FieldPath: "metadata.name"}}}}})
+	uk := podTemplate(corev1.Container{Name: "uk", Image: c.unikernel, Args: []string{"/httpd", "8080"}})
+	uk.RuntimeClassName = ptrTo("osv")
+	for _, d := range []*appsv1.Deployment{deployment("web", 3, web), deployment("uk", 1, uk)} {
+		if _, err := c.kube.AppsV1().Deployments("default").Create(ctx, d, metav1.CreateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, d := range []struct {
+		name string
+		n    int32
+	}{{"web", 3}, {"uk", 1}} {
+		waitFor(t, "deployment "+d.name+" available", 3*time.Minute, func(ctx context.Context) (bool, error) {
+			got, err := c.kube.AppsV1().Deployments("default").Get(ctx, d.name, metav1.GetOptions{})
+			return err == nil && got.Status.AvailableReplicas == d.n, err
+		})
+	}
+	for _, p := range c.pods(ctx, t, "web") {
+		var last string
+		waitFor(t, "logs of "+p.Name, 30*time.Second, func(ctx context.Context) (bool, error) {
+			out, err := c.logs(ctx, p.Name, &corev1.PodLogOptions{})
+			last = fmt.Sprintf("%q, %v", out, err)
+			return err == nil && out == "hello from "+p.Name+"\n", nil
+		}, &last)
+		if p.Status.Phase != corev1.PodRunning || p.Status.ContainerStatuses[0].RestartCount != 0 {
+			t.Errorf("%s: phase %s, status %+v", p.Name, p.Status.Phase, p.Status.ContainerStatuses)
+		}
+	}
+	ukPod := c.pods(ctx, t, "uk")[0]
+	waitFor(t, "unikernel logs", time.Minute, func(ctx context.Context) (bool, error) {
+		out, err := c.logs(ctx, ukPod.Name, &corev1.PodLogOptions{})
+		return err == nil && strings.Contains(out, "listening on :8080\n"), nil
+	})
+	if ids := c.containers(ctx, t); len(ids) != 4 {
+		t.Errorf("containerd containers = %v, want 4", ids)
+	}
+
+	scale, err := c.kube.AppsV1().Deployments("default").GetScale(ctx, "web", metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	scale.Spec.Replicas = 1
+	if _, err := c.kube.AppsV1().Deployments("default").UpdateScale(ctx, "web", scale, metav1.UpdateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "web scaled to 1", time.Minute, func(ctx context.Context) (bool, error) {
+		return len(c.pods(ctx, t, "web")) == 1 && len(c.containers(ctx, t)) == 2, nil
+	})
+	deleteAll(ctx, t, c)
+}
+
+// deleteAll deletes every Deployment and pod in default and waits until the
+// agent has removed all their containers.
+func deleteAll(ctx context.Context, t *testing.T, c *cluster) {
+	t.Helper()
+	bg := metav1.DeletePropagationBackground
+	if err := c.kube.AppsV1().Deployments("default").DeleteCollection(ctx, metav1.DeleteOptions{PropagationPolicy: &bg}, metav1.ListOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.kube.CoreV1().Pods("default").DeleteCollection(ctx, metav1.DeleteOptions{}, metav1.ListOptions{}); err != nil && !apierrors.IsNotFound(err) {
+		t.Fatal(err)
+	}
+	waitFor(t, "all pods and containers gone", 2*time.Minute, func(ctx context.Context) (bool, error) {
+		l, err := c.kube.CoreV1().Pods("default").List(ctx, metav1.ListOptions{})
+		if err != nil {
+			return false, err
+		}
+		return len(l.Items) == 0 && len(c.containers(ctx, t)) == 0, nil
+	})
+	_ = fmt.Sprint
+}
