@@ -11,8 +11,8 @@ import (
 	"time"
 
 	"github.com/containerd/containerd/v2/client"
-	"github.com/containerd/errdefs"
 	"github.com/containerd/log"
+	vkerrdefs "github.com/virtual-kubelet/virtual-kubelet/errdefs"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/equality"
 	"k8s.io/apimachinery/pkg/types"
@@ -382,7 +382,7 @@ func (w *worker) logFor(ctx context.Context, name string, previous bool) (string
 	pod := w.pod
 	w.mu.Unlock()
 	if pod == nil {
-		return "", nil, fmt.Errorf("pod %s not yet adopted: %w", w.key(), errdefs.ErrNotFound)
+		return "", nil, vkerrdefs.NotFoundf("pod %s not yet adopted", w.key())
 	}
 	insts, err := w.p.instances(w.p.ctx(ctx), w.uid, nil)
 	if err != nil {
@@ -393,11 +393,12 @@ func (w *worker) logFor(ctx context.Context, name string, previous bool) (string
 	if previous {
 		i = 1
 	}
+	// Kubelet answers these with 400 Bad Request, which kubectl shows.
 	if len(runs) <= i {
 		if previous {
-			return "", nil, fmt.Errorf("previous terminated container %q in pod %q not found: %w", name, pod.Name, errdefs.ErrNotFound)
+			return "", nil, vkerrdefs.InvalidInputf("previous terminated container %q in pod %q not found", name, pod.Name)
 		}
-		return "", nil, fmt.Errorf("container %q in pod %q is waiting to start: %w", name, pod.Name, errdefs.ErrNotFound)
+		return "", nil, vkerrdefs.InvalidInputf("container %q in pod %q is waiting to start", name, pod.Name)
 	}
 	in := runs[i]
 	done := make(chan struct{})

@@ -3,7 +3,6 @@ package e2e
 import (
 	"context"
 	"fmt"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -11,7 +10,6 @@ import (
 	"github.com/containerd/containerd/v2/pkg/namespaces"
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
-	nodev1 "k8s.io/api/node/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/wait"
@@ -34,66 +32,30 @@ type cluster struct {
 	unikernel string
 }
 
-// newCluster starts everything and creates RuntimeClass osv.
-func newCluster(t *testing.T) *cluster {
+// newCluster starts everything and creates RuntimeClass osv; agentArgs are
+// extra flags for the agent.
+func newCluster(t testing.TB, agentArgs ...string) *cluster {
 	t.Helper()
-	osvPrerequisites(t)
 	env := harness.New(t)
-	cp := env.StartControlPlane()
-	ctrd := env.StartContainerd(harness.ContainerdOptions{})
-	reg := env.StartRegistry()
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-	defer cancel()
-	c := &cluster{env: env, ctrd: ctrd, kube: kubernetes.NewForConfigOrDie(cp.Admin),
-		busybox: reg.Host + "/feather/busybox:test", unikernel: reg.Host + "/feather/testguest-direct:test"}
-	bb := filepath.Join(t.TempDir(), "busybox.tar")
-	if err := harness.WriteBusyboxImage(bb, "docker.io/feather/busybox:test"); err != nil {
-		t.Fatal(err)
-	}
-	push := func(tarball, ref, remote string) {
-		for _, args := range [][]string{{"image", "import", tarball}, {"image", "tag", ref, remote}, {"image", "push", "--plain-http", remote}} {
-			if _, err := ctrd.Ctr(ctx, append([]string{"-n", "push"}, args...)...); err != nil {
-				t.Fatal(err)
-			}
-		}
-	}
-	push(bb, "docker.io/feather/busybox:test", c.busybox)
-	push(guestImage(t, "testguest-direct"), directRef, c.unikernel)
-	c.agent = env.StartAgent(cp, ctrd, harness.AgentOptions{})
-	_, err := c.kube.NodeV1().RuntimeClasses().Create(ctx, &nodev1.RuntimeClass{
-		ObjectMeta: metav1.ObjectMeta{Name: "osv"}, Handler: "osv"}, metav1.CreateOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return c
+	hc := env.StartCluster(harness.ClusterOptions{Agent: harness.AgentOptions{Args: agentArgs}})
+	return &cluster{env: env, ctrd: hc.Containerd, agent: hc.Agent, kube: hc.Kube,
+		busybox: hc.Busybox, unikernel: hc.Unikernel}
 }
 
 // podTemplate is a pod spec that tolerates the agent's taint and stops fast.
 func podTemplate(containers ...corev1.Container) corev1.PodSpec {
-	return corev1.PodSpec{
-		Containers:                    containers,
-		Tolerations:                   []corev1.Toleration{{Key: "virtual-kubelet.io/provider", Operator: corev1.TolerationOpExists}},
-		TerminationGracePeriodSeconds: ptrTo(int64(3)),
-	}
+	return harness.PodSpec(containers...)
 }
 
 func ptrTo[T any](v T) *T { return &v }
 
 func deployment(name string, replicas int32, spec corev1.PodSpec) *appsv1.Deployment {
-	labels := map[string]string{"app": name}
-	return &appsv1.Deployment{
-		ObjectMeta: metav1.ObjectMeta{Name: name},
-		Spec: appsv1.DeploymentSpec{
-			Replicas: &replicas,
-			Selector: &metav1.LabelSelector{MatchLabels: labels},
-			Template: corev1.PodTemplateSpec{ObjectMeta: metav1.ObjectMeta{Labels: labels}, Spec: spec},
-		},
-	}
+	return harness.Deployment(name, replicas, spec)
 }
 
 // waitFor polls cond every 200 ms until it is true, fails, or timeout; the
 // failure shows *last, if given: what cond saw the last time.
-func waitFor(t *testing.T, what string, timeout time.Duration, cond func(context.Context) (bool, error), last ...*string) {
+func waitFor(t testing.TB, what string, timeout time.Duration, cond func(context.Context) (bool, error), last ...*string) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
@@ -123,7 +85,7 @@ func (c *cluster) logs(ctx context.Context, pod string, opts *corev1.PodLogOptio
 }
 
 // containers lists the agent's containerd containers.
-func (c *cluster) containers(ctx context.Context, t *testing.T) []string {
+func (c *cluster) containers(ctx context.Context, t testing.TB) []string {
 	t.Helper()
 	cs, err := c.ctrd.Client().Containers(namespaces.WithNamespace(ctx, agentNS))
 	if err != nil {
@@ -200,7 +162,7 @@ func TestAgentDeployments(t *testing.T) {
 
 // deleteAll deletes every Deployment and pod in default and waits until the
 // agent has removed all their containers.
-func deleteAll(ctx context.Context, t *testing.T, c *cluster) {
+func deleteAll(ctx context.Context, t testing.TB, c *cluster) {
 	t.Helper()
 	bg := metav1.DeletePropagationBackground
 	if err := c.kube.AppsV1().Deployments("default").DeleteCollection(ctx, metav1.DeleteOptions{PropagationPolicy: &bg}, metav1.ListOptions{}); err != nil {
