@@ -5,7 +5,7 @@ GO ?= go
 BINFLAGS = -trimpath -ldflags='-s -w'
 
 .DEFAULT_GOAL := help
-.PHONY: help deps guest build lint test bench clean
+.PHONY: help deps guest build lint test bench up down clean
 
 help: ## List the targets
 	@awk 'BEGIN { FS = ":.*## " } /^[a-zA-Z_-]+:.*## / { printf "  %-7s %s\n", $$1, $$2 }' $(MAKEFILE_LIST)
@@ -35,6 +35,14 @@ test: deps guest build lint ## Everything CI runs: deps, guest images, lint, all
 
 bench: ## Run the benchmarks once each; they print tables of measured figures
 	$(GO) test -run '^$$' -bench . -benchtime 1x ./...
+
+up: deps guest build ## Start a local cluster (control plane, containerd, agent) running a container and a unikernel Deployment; it runs until make down
+	$(GO) build -o _output/bin/feather-up ./test/cmd/feather-up
+	_output/bin/feather-up up
+
+down: ## Stop the make up cluster and remove everything it made (no-op when none is up)
+	$(GO) build -o _output/bin/feather-up ./test/cmd/feather-up
+	_output/bin/feather-up down
 
 clean: ## Remove bin/ and _output/ (the next make deps rebuilds the tools)
 	rm -rf bin/ _output/

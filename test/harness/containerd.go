@@ -2,6 +2,7 @@ package harness
 
 import (
 	"context"
+	"crypto/sha256"
 	"errors"
 	"fmt"
 	"os"
@@ -262,5 +263,53 @@ func removeNamespaceDirs(ns string) {
 	dirs = append(dirs, "/sys/fs/cgroup/"+ns, "/run/containerd/runc/"+ns)
 	for _, d := range dirs {
 		_ = syscall.Rmdir(d) // fails, harmlessly, where it is missing or still in use
+	}
+}
+
+// Where containerd and its shims keep what lies outside a daemon's own Dir.
+const (
+	containerdRunDir = "/run/containerd"
+	cgroupRoot       = "/sys/fs/cgroup"
+)
+
+// sweepTasks removes what the shims of the tasks still recorded under the
+// containerd of harness tree dir — one that was killed, not stopped — left
+// outside the tree: their sockets (in runDir/s, named as containerd names
+// them: the SHA-256 of ADDRESS/NS/ID, and of ADDRESS/NS/ID/debug), runc's
+// state (runDir/runc/NS/ID) and the tasks' cgroups (cgroups/*/NS/ID and
+// cgroups/NS/ID). Their processes must be gone first. It returns an error
+// naming each task: after an orderly stop there is none.
+func sweepTasks(dir, runDir, cgroups string) error {
+	cdir := filepath.Join(dir, "containerd")
+	address := filepath.Join(cdir, "containerd.sock")
+	bundles, _ := filepath.Glob(filepath.Join(cdir, "state", "io.containerd.runtime.v2.task", "*", "*"))
+	var errs []error
+	for _, b := range bundles {
+		id, ns := filepath.Base(b), filepath.Base(filepath.Dir(b))
+		for _, p := range []string{filepath.Join(address, ns, id), filepath.Join(address, ns, id, "debug")} {
+			_ = os.Remove(filepath.Join(runDir, "s", fmt.Sprintf("%x", sha256.Sum256([]byte(p)))))
+		}
+		_ = os.RemoveAll(filepath.Join(runDir, "runc", ns, id))
+		cgs, _ := filepath.Glob(filepath.Join(cgroups, "*", ns, id))
+		for _, cg := range append(cgs, filepath.Join(cgroups, ns, id)) {
+			removeCgroup(cg)
+		}
+		errs = append(errs, fmt.Errorf("leaked task %s/%s: removed its shim sockets, runc state and cgroups", ns, id))
+	}
+	return errors.Join(errs...)
+}
+
+// removeCgroup removes the cgroup directory dir and those below it, deepest
+// first; cgroupfs removes a cgroup with rmdir, once it holds no process.
+func removeCgroup(dir string) {
+	var dirs []string
+	_ = filepath.WalkDir(dir, func(p string, d os.DirEntry, err error) error {
+		if err == nil && d.IsDir() {
+			dirs = append(dirs, p)
+		}
+		return nil
+	})
+	for i := len(dirs) - 1; i >= 0; i-- {
+		_ = syscall.Rmdir(dirs[i])
 	}
 }

@@ -6,7 +6,6 @@ import (
 	"os"
 	"sync"
 	"syscall"
-	"testing"
 
 	"github.com/feather-edge/feather/test/leak"
 )
@@ -17,7 +16,7 @@ type Env struct {
 	// it is written, except what containerd's shims keep in /run.
 	Dir string
 
-	t      testing.TB
+	t      T
 	mu     sync.Mutex
 	stops  []func() error // run in reverse order by Close
 	closed bool
@@ -27,7 +26,7 @@ type Env struct {
 // New makes an Env for t under a fresh temporary directory (short, so that
 // unix socket paths stay below their 108-byte limit) and registers Close with
 // t.Cleanup, reporting any error or leak as a test failure.
-func New(t testing.TB) *Env {
+func New(t T) *Env {
 	t.Helper()
 	RequiresRoot(t)
 	dir, err := os.MkdirTemp("", "feather-")
@@ -66,7 +65,7 @@ func (e *Env) Close() error {
 			errs = append(errs, err)
 		}
 	}
-	errs = append(errs, sweep(e.Dir))
+	errs = append(errs, Sweep(e.Dir))
 	if err := os.RemoveAll(e.Dir); err != nil {
 		errs = append(errs, fmt.Errorf("remove %s: %w", e.Dir, err))
 	}
@@ -74,9 +73,13 @@ func (e *Env) Close() error {
 	return e.err
 }
 
-// sweep kills every process and detaches every mount still tied to dir, and
-// returns an error naming each: after an orderly stop there should be none.
-func sweep(dir string) error {
+// Sweep kills every process and detaches every mount still tied to dir,
+// removes what the shims of a killed containerd left outside it (see
+// sweepTasks), and returns an error naming each: after an orderly stop there
+// should be none.
+// Close sweeps its Env's Dir; a program whose Env was never closed (it was
+// killed) sweeps the Dir it left before removing it.
+func Sweep(dir string) error {
 	var errs []error
 	procs, err := leak.Processes(dir)
 	errs = append(errs, err)
@@ -87,6 +90,7 @@ func sweep(dir string) error {
 	if len(procs) > 0 {
 		errs = append(errs, leak.WaitGone(procs))
 	}
+	errs = append(errs, sweepTasks(dir, containerdRunDir, cgroupRoot))
 	mounts, err := leak.Mounts(dir)
 	errs = append(errs, err)
 	// Innermost first, so that nested mounts come off before their parents.

@@ -6,7 +6,6 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
-	"testing"
 )
 
 // requiredEnv names the variable that turns a missing prerequisite from a
@@ -15,7 +14,7 @@ const requiredEnv = "FEATHER_E2E"
 
 // Prerequisite skips t (or fails it, when FEATHER_E2E=required) with why when
 // ok is false.
-func Prerequisite(t testing.TB, ok bool, why string) {
+func Prerequisite(t T, ok bool, why string) {
 	t.Helper()
 	if ok {
 		return
@@ -27,14 +26,14 @@ func Prerequisite(t testing.TB, ok bool, why string) {
 }
 
 // RequiresRoot is a Prerequisite that the test runs as root.
-func RequiresRoot(t testing.TB) {
+func RequiresRoot(t T) {
 	t.Helper()
 	Prerequisite(t, os.Geteuid() == 0, "needs root")
 }
 
 // RequiresBin is a Prerequisite that the named program was built, and returns
 // its path.
-func RequiresBin(t testing.TB, name string) string {
+func RequiresBin(t T, name string) string {
 	t.Helper()
 	p, err := Bin(name)
 	Prerequisite(t, err == nil, fmt.Sprint(err))

@@ -1,0 +1,153 @@
+package up
+
+import (
+	"bytes"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"slices"
+	"strconv"
+	"testing"
+)
+
+func TestIsServeCmdline(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		cmdline string
+		want    bool
+	}{
+		{"serve", "/repo/_output/bin/feather-up\x00--state\x00/repo/_output/up\x00serve\x00", true},
+		{"relative", "feather-up\x00serve\x00", true},
+		{"up", "/repo/_output/bin/feather-up\x00up\x00", false},
+		{"other program", "/usr/bin/sleep\x00serve\x00", false},
+		{"no args", "/repo/_output/bin/feather-up\x00", false},
+		{"empty (kernel thread)", "", false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := isServeCmdline([]byte(tc.cmdline)); got != tc.want {
+				t.Errorf("isServeCmdline(%q) = %v, want %v", tc.cmdline, got, tc.want)
+			}
+		})
+	}
+}
+
+// TestStatus checks how a pid file is read: none, a live serve, and the
+// stale cases — a dead pid, a pid reused by another program, garbage.
+func TestStatus(t *testing.T) {
+	// A live process that looks like serve: a shell, run through a link
+	// named feather-up, with the argument serve.
+	fake := filepath.Join(t.TempDir(), programName)
+	if err := os.Symlink("/bin/sh", fake); err != nil {
+		t.Fatal(err)
+	}
+	start := func(argv ...string) int {
+		cmd := exec.Command(argv[0], argv[1:]...)
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
+		return cmd.Process.Pid
+	}
+	serving := start(fake, "-c", "sleep 600; :", serveArg)
+	other := start("/bin/sh", "-c", "sleep 600; :", serveArg)
+	exited := exec.Command("/bin/sh", "-c", ":")
+	if err := exited.Run(); err != nil {
+		t.Fatal(err)
+	}
+
+	for _, tc := range []struct {
+		name    string
+		pidFile *string // nil: no pid file
+		want    status
+		wantPid int
+	}{
+		{"none", nil, statusNone, 0},
+		{"serve", ptr(strconv.Itoa(serving) + "\n"), statusRunning, serving},
+		{"other program", ptr(strconv.Itoa(other)), statusStale, other},
+		{"exited", ptr(strconv.Itoa(exited.Process.Pid)), statusStale, exited.Process.Pid},
+		{"garbage", ptr("not a pid\n"), statusStale, 0},
+		{"empty", ptr(""), statusStale, 0},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			st := State{Dir: t.TempDir()}
+			if tc.pidFile != nil {
+				if err := st.write(pidFile, *tc.pidFile); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if got, pid := st.status(); got != tc.want || pid != tc.wantPid {
+				t.Errorf("status = %v, pid %d; want %v, pid %d", got, pid, tc.want, tc.wantPid)
+			}
+		})
+	}
+}
+
+func ptr[T any](v T) *T { return &v }
+
+// TestRunnerFatalf checks that the program's harness.T runs the cleanups,
+// last first, records the failure and exits 1 without returning.
+func TestRunnerFatalf(t *testing.T) {
+	var order []string
+	var failed string
+	code := -1
+	r := &runner{
+		logf: func(string, ...any) {},
+		fail: func(msg string) { failed = msg },
+		exit: func(c int) { code = c; runtime.Goexit() },
+	}
+	r.Cleanup(func() { order = append(order, "first") })
+	r.Cleanup(func() {
+		order = append(order, "second")
+		r.Errorf("leaked process %d", 42)
+	})
+	done := make(chan bool)
+	go func() {
+		defer close(done)
+		r.Fatalf("start %s: %v", "etcd", "boom")
+		done <- true // not reached: Fatalf does not return
+	}()
+	if returned := <-done; returned {
+		t.Fatal("Fatalf returned")
+	}
+	if code != 1 || failed != "start etcd: boom" || !slices.Equal(order, []string{"second", "first"}) {
+		t.Errorf("exit code %d, failure %q, cleanups %v", code, failed, order)
+	}
+	if errs := r.finish(); errs != "leaked process 42" {
+		t.Errorf("finish after Fatalf = %q (cleanups must run once)", errs)
+	}
+	if len(order) != 2 {
+		t.Errorf("cleanups ran again: %v", order)
+	}
+}
+
+// TestLogTail checks that complete lines are copied once, and a partial
+// line only at the end.
+func TestLogTail(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "log")
+	tail := &logTail{path: path}
+	var out bytes.Buffer
+	tail.flush(&out, false) // missing file: nothing
+	appendTo := func(s string) {
+		f, err := os.OpenFile(path, os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o600)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer f.Close()
+		if _, err := f.WriteString(s); err != nil {
+			t.Fatal(err)
+		}
+	}
+	appendTo("one\ntw")
+	tail.flush(&out, false)
+	if out.String() != "one\n" {
+		t.Fatalf("after a line and a half: %q", out.String())
+	}
+	appendTo("o\nthree")
+	tail.flush(&out, false)
+	tail.flush(&out, true)
+	tail.flush(&out, true)
+	if out.String() != "one\ntwo\nthree" {
+		t.Fatalf("at the end: %q", out.String())
+	}
+}
