@@ -82,6 +82,11 @@ type Volumes interface {
 	// Mounts returns container c's bind mounts of the directories Setup
 	// returned.
 	Mounts(pod *corev1.Pod, c *corev1.Container, dirs map[string]string) ([]specs.Mount, error)
+	// Refresh rewrites what changes over time (tokens, configMaps, secrets,
+	// labels) and says when to call it again (zero: never).
+	Refresh(ctx context.Context, pod *corev1.Pod) (time.Time, error)
+	// Orphans lists the pods with volumes that are not in keep.
+	Orphans(keep map[types.UID]bool) ([]types.UID, error)
 }
 
 // New returns a provider using the containerd client cd and the Kubernetes
@@ -124,6 +129,42 @@ func (p *Provider) recover(ctx context.Context) error {
 		pod.UID, pod.Namespace, pod.Name = uid, l[LabelPodNamespace], l[LabelPodName]
 		p.workers[uid] = newWorker(p, pod, false)
 		log.G(ctx).WithField("pod", pod.Namespace+"/"+pod.Name).Info("recovered pod from containerd")
+	}
+	return p.collect(ctx)
+}
+
+// collect removes the network namespaces and volumes of pods that have no
+// containers left, e.g. after a crash between making them and the first
+// container; a pod that still exists gets them again when it is synced.
+func (p *Provider) collect(ctx context.Context) error {
+	keep := map[types.UID]bool{}
+	for uid := range p.workers {
+		keep[uid] = true
+	}
+	nets, err := p.net.List()
+	if err != nil {
+		return err
+	}
+	for _, uid := range nets {
+		if !keep[types.UID(uid)] {
+			log.G(ctx).WithField("pod-uid", uid).Info("removing the network namespace of a pod that is gone")
+			if err := p.net.Remove(uid); err != nil {
+				return err
+			}
+		}
+	}
+	if p.volumes == nil {
+		return nil
+	}
+	orphans, err := p.volumes.Orphans(keep)
+	if err != nil {
+		return err
+	}
+	for _, uid := range orphans {
+		log.G(ctx).WithField("pod-uid", uid).Info("removing the volumes of a pod that is gone")
+		if err := p.volumes.Teardown(ctx, uid); err != nil {
+			return err
+		}
 	}
 	return nil
 }

@@ -50,6 +50,7 @@ type worker struct {
 	started     time.Time
 	netns       string
 	mounts      map[string]string // volume name → host path
+	refreshAt   time.Time         // when volumes change next (zero: never)
 
 	kick chan struct{}
 }
@@ -193,7 +194,20 @@ func (w *worker) reconcile(ctx context.Context, pod *corev1.Pod, insts []instanc
 				return 10 * time.Second
 			}
 			w.mounts = m
+			w.refreshAt = time.Now()
 		}
+	}
+	next := time.Minute
+	if w.p.volumes != nil && !w.refreshAt.IsZero() && !time.Now().Before(w.refreshAt) {
+		at, err := w.p.volumes.Refresh(ctx, pod)
+		if err != nil {
+			w.log.WithError(err).Warn("refresh volumes")
+			w.p.events.Event(pod, corev1.EventTypeWarning, "FailedMount", err.Error())
+		}
+		w.refreshAt = at
+	}
+	if !w.refreshAt.IsZero() {
+		next = min(next, max(time.Until(w.refreshAt), time.Second))
 	}
 	view := &view{pod: pod, instances: insts}
 	policy := pod.Spec.RestartPolicy
@@ -214,7 +228,6 @@ func (w *worker) reconcile(ctx context.Context, pod *corev1.Pod, insts []instanc
 		}
 		return w.ensure(ctx, pod, c, true, runs)
 	}
-	next := time.Minute
 	for i := range pod.Spec.Containers {
 		c := &pod.Spec.Containers[i]
 		if d := w.ensure(ctx, pod, c, false, view.runs(c.Name)); d < next {
