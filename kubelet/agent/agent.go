@@ -55,6 +55,8 @@ type Config struct {
 	Runtimes map[string]string
 	// PlainHTTP registries besides localhost.
 	PlainHTTP []string
+	// RegistryConfigDir holds containerd-style hosts.toml files.
+	RegistryConfigDir string
 	// Taints put on the node (key=value:Effect).
 	Taints []corev1.Taint
 	// Labels added to the node's.
@@ -69,16 +71,17 @@ type Config struct {
 func DefaultConfig() Config {
 	host, _ := os.Hostname()
 	return Config{
-		NodeName:   host,
-		Port:       10250,
-		Containerd: "/run/containerd/containerd.sock",
-		Namespace:  "feather",
-		Runtimes:   map[string]string{"runc": "io.containerd.runc.v2", "osv": "io.containerd.osv.v1"},
-		Taints:     []corev1.Taint{{Key: "virtual-kubelet.io/provider", Value: "feather", Effect: corev1.TaintEffectNoSchedule}},
-		LogDir:     "/var/log/pods",
-		StateDir:   "/var/lib/feather",
-		RunDir:     "/run/feather",
-		Workers:    10,
+		NodeName:          host,
+		Port:              10250,
+		Containerd:        "/run/containerd/containerd.sock",
+		Namespace:         "feather",
+		Runtimes:          map[string]string{"runc": "io.containerd.runc.v2", "osv": "io.containerd.osv.v1"},
+		Taints:            []corev1.Taint{{Key: "virtual-kubelet.io/provider", Value: "feather", Effect: corev1.TaintEffectNoSchedule}},
+		LogDir:            "/var/log/pods",
+		StateDir:          "/var/lib/feather",
+		RunDir:            "/run/feather",
+		RegistryConfigDir: "/etc/feather/certs.d",
+		Workers:           10,
 	}
 }
 
@@ -163,7 +166,7 @@ func Run(ctx context.Context, cfg Config) error {
 	}
 	provider, err := pods.New(ctx, pods.Config{
 		NodeName: cfg.NodeName, HostIP: ip, Namespace: cfg.Namespace, Runtimes: cfg.Runtimes, PlainHTTP: cfg.PlainHTTP,
-		LogDir: cfg.LogDir, StateDir: cfg.StateDir, RunDir: cfg.RunDir, Logger: logger, Admit: admit,
+		RegistryConfigDir: cfg.RegistryConfigDir, LogDir: cfg.LogDir, StateDir: cfg.StateDir, RunDir: cfg.RunDir, Logger: logger, Admit: admit,
 	}, cd, kube, getters.secrets.Lister(), recorder, vols)
 	if err != nil {
 		return err

@@ -34,6 +34,7 @@ func Main(args []string) int {
 	fs.StringVar(&cfg.LogDir, "log-dir", cfg.LogDir, "directory of the pods' CRI log files")
 	fs.StringVar(&cfg.StateDir, "state-dir", cfg.StateDir, "directory of pod volumes and the serving certificate")
 	fs.StringVar(&cfg.RunDir, "run-dir", cfg.RunDir, "directory of runtime state (pod network namespaces)")
+	fs.StringVar(&cfg.RegistryConfigDir, "registry-config-dir", cfg.RegistryConfigDir, "registry hosts.toml files as containerd's config_path: DIR/HOST/hosts.toml (mirrors, CAs, plain HTTP)")
 	fs.IntVar(&cfg.Workers, "workers", cfg.Workers, "pods synced at once")
 	runtimes := fs.String("runtimes", "", "extra HANDLER=RUNTIME pairs, comma-separated (defaults: runc=io.containerd.runc.v2,osv=io.containerd.osv.v1)")
 	plain := fs.String("plain-http", "", "registry hosts pulled over plain HTTP, comma-separated (localhost always is)")

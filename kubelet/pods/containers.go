@@ -14,6 +14,7 @@ import (
 	"github.com/containerd/containerd/v2/client"
 	"github.com/containerd/containerd/v2/core/remotes"
 	"github.com/containerd/containerd/v2/core/remotes/docker"
+	"github.com/containerd/containerd/v2/core/remotes/docker/config"
 	"github.com/containerd/containerd/v2/pkg/cio"
 	"github.com/containerd/containerd/v2/pkg/oci"
 	"github.com/containerd/errdefs"
@@ -354,7 +355,7 @@ func (w *worker) image(ctx context.Context, pod *corev1.Pod, c *corev1.Container
 	}
 	p.events.Event(pod, corev1.EventTypeNormal, "Pulling", fmt.Sprintf("Pulling image %q", c.Image))
 	start := time.Now()
-	img, err := p.cd.Pull(ctx, name, client.WithPullUnpack, client.WithResolver(p.resolver(pod)))
+	img, err := p.cd.Pull(ctx, name, client.WithPullUnpack, client.WithResolver(p.resolver(ctx, pod)))
 	if err != nil {
 		w.mu.Lock()
 		d := max(backoffBase, min(w.pullDelay[name]*2, backoffMax))
@@ -370,19 +371,25 @@ func (w *worker) image(ctx context.Context, pod *corev1.Pod, c *corev1.Container
 	return img, nil
 }
 
-// resolver reaches registries over HTTPS, or plain HTTP for localhost and
-// the configured hosts, with the pod's imagePullSecrets as credentials.
-func (p *Provider) resolver(pod *corev1.Pod) remotes.Resolver {
-	creds := p.pullCredentials(pod)
-	plain := func(host string) (bool, error) {
-		if ok, _ := docker.MatchLocalhost(host); ok {
-			return true, nil
-		}
-		return slices.Contains(p.cfg.PlainHTTP, host), nil
+// resolver reaches registries as configured in Config.RegistryConfigDir
+// (containerd's hosts.toml layout: mirrors, CAs, plain HTTP), over plain
+// HTTP for the Config.PlainHTTP hosts and localhost, with the pod's
+// imagePullSecrets as credentials.
+func (p *Provider) resolver(ctx context.Context, pod *corev1.Pod) remotes.Resolver {
+	opts := config.HostOptions{Credentials: p.pullCredentials(pod)}
+	if p.cfg.RegistryConfigDir != "" {
+		opts.HostDir = config.HostDirFromRoot(p.cfg.RegistryConfigDir)
 	}
-	return docker.NewResolver(docker.ResolverOptions{Hosts: docker.ConfigureDefaultRegistries(
-		docker.WithPlainHTTP(plain),
-		docker.WithAuthorizer(docker.NewDockerAuthorizer(docker.WithAuthCreds(creds))))})
+	hosts := config.ConfigureHosts(ctx, opts)
+	plainOpts := opts
+	plainOpts.DefaultScheme = "http"
+	plain := config.ConfigureHosts(ctx, plainOpts)
+	return docker.NewResolver(docker.ResolverOptions{Hosts: func(host string) ([]docker.RegistryHost, error) {
+		if slices.Contains(p.cfg.PlainHTTP, host) {
+			return plain(host)
+		}
+		return hosts(host)
+	}})
 }
 
 // pullCredentials reads the pod's kubernetes.io/dockerconfigjson (and

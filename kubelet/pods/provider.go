@@ -39,8 +39,12 @@ type Config struct {
 	// runtimes; "runc" is the default for plain containers.
 	Runtimes map[string]string
 	// PlainHTTP lists registry hosts pulled over plain HTTP (localhost and
-	// 127.0.0.1 always are).
+	// 127.0.0.1 are tried over HTTP too, as containerd does).
 	PlainHTTP []string
+	// RegistryConfigDir holds per-registry hosts.toml files, as containerd's
+	// config_path (DIR/<host>/hosts.toml: mirrors, CAs, plain HTTP); "" for
+	// none.
+	RegistryConfigDir string
 	// LogDir holds the pods' CRI log files (kubelet: /var/log/pods).
 	LogDir string
 	// StateDir holds pod volumes; RunDir pod network namespaces.

@@ -3,6 +3,8 @@ package e2e
 import (
 	"context"
 	"fmt"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -77,7 +79,8 @@ func sh(script string) []string { return []string{"sh", "-c", script} }
 // TestAgentPods runs pods whose containers exit, crash, read volumes, fail to
 // pull, or do not fit, and checks what Kubernetes shows of them.
 func TestAgentPods(t *testing.T) {
-	c := newCluster(t)
+	registries := t.TempDir()
+	c := newCluster(t, "--registry-config-dir", registries)
 	ctx, cancel := context.WithTimeout(context.Background(), 8*time.Minute)
 	// Subtests run in parallel, after this function returns.
 	t.Cleanup(func() { deleteAll(ctx, t, c); cancel() })
@@ -201,6 +204,24 @@ func TestAgentPods(t *testing.T) {
 				t.Errorf("%s: logs %q (%v), want them to contain %q", name, out, err, w)
 			}
 		}
+	})
+
+	t.Run("mirror", func(t *testing.T) {
+		t.Parallel()
+		// A registry that does not exist, mirrored by the harness's one
+		// through a containerd hosts.toml in the agent's config dir.
+		reg, _, _ := strings.Cut(c.busybox, "/")
+		dir := filepath.Join(registries, "mirror.feather.test")
+		toml := fmt.Sprintf("server = \"https://mirror.feather.test\"\n\n[host.\"http://%s\"]\n  capabilities = [\"pull\", \"resolve\"]\n", reg)
+		if err := os.MkdirAll(dir, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(dir, "hosts.toml"), []byte(toml), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		c.create(ctx, t, newPod("mirrored", corev1.RestartPolicyNever, corev1.Container{Name: "c",
+			Image: "mirror.feather.test/feather/busybox:test", Command: sh("echo pulled through a mirror")}))
+		c.waitPod(t, "mirrored", time.Minute, phase(corev1.PodSucceeded))
 	})
 
 	t.Run("logs", func(t *testing.T) {
