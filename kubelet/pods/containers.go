@@ -218,6 +218,9 @@ func (w *worker) start(ctx context.Context, pod *corev1.Pod, c *corev1.Container
 	if err != nil {
 		return &waitErr{reason: "CreateContainerConfigError", event: "Failed", msg: err.Error(), retry: 30 * time.Second}
 	}
+	if err := p.oneVM(ctx, pod, c, runtime); err != nil {
+		return &waitErr{reason: "CreateContainerConfigError", event: "Failed", msg: err.Error(), retry: 30 * time.Second}
+	}
 	var mounts []specs.Mount
 	if p.volumes != nil {
 		mounts, err = p.volumes.Mounts(pod, c, w.mounts)
@@ -268,6 +271,26 @@ func (w *worker) start(ctx context.Context, pod *corev1.Pod, c *corev1.Container
 		return fmt.Errorf("start %s: %w", c.Name, err)
 	}
 	p.events.Event(pod, corev1.EventTypeNormal, "Started", "Started container "+c.Name)
+	return nil
+}
+
+// oneVM refuses a second unikernel running at once in a pod: a VM owns its
+// pod's network interface (every frame to the pod IP is redirected to its
+// tap), and a pod has one IP. Unikernel init containers run one after the
+// other, so they are fine.
+func (p *Provider) oneVM(ctx context.Context, pod *corev1.Pod, c *corev1.Container, runtime string) error {
+	if runtime == p.cfg.Runtimes["runc"] {
+		return nil
+	}
+	insts, err := p.instances(ctx, pod.UID, nil)
+	if err != nil {
+		return err
+	}
+	for _, in := range insts {
+		if in.Running && in.Name != c.Name && in.Runtime != p.cfg.Runtimes["runc"] {
+			return fmt.Errorf("container %s is a unikernel, but unikernel %s already runs in pod %s and owns its network (one unikernel per pod at a time)", c.Name, in.Name, pod.Name)
+		}
+	}
 	return nil
 }
 

@@ -33,6 +33,7 @@ var Programs = map[string]Program{
 	"ls":      ls,
 	"sleep":   sleep,
 	"httpd":   httpd,
+	"get":     get,
 	"exit":    exit,
 	"meminfo": meminfo,
 	"nproc":   nproc,
@@ -236,3 +237,41 @@ func countCPUs(list string) (int, error) {
 
 // Name returns the program name that argv0 asks for: its base name.
 func Name(argv0 string) string { return filepath.Base(argv0) }
+
+// getTimeout bounds each URL's tries: the network may take a moment to
+// answer after boot (ARP, a peer still starting).
+var getTimeout = 15 * time.Second
+
+// get fetches each URL (GET), retrying for up to getTimeout, and prints
+// "GET URL: STATUS BODY" a line each, the body's line breaks as spaces; it
+// returns 1 if any failed.
+func get(args []string, out io.Writer) int {
+	if len(args) < 2 {
+		fmt.Fprintln(out, "usage: /get URL...")
+		return 2
+	}
+	code := 0
+	c := &http.Client{Timeout: 2 * time.Second}
+	for _, url := range args[1:] {
+		deadline := time.Now().Add(getTimeout)
+		for {
+			resp, err := c.Get(url)
+			if err == nil {
+				b, rerr := io.ReadAll(io.LimitReader(resp.Body, 4096))
+				resp.Body.Close()
+				err = rerr
+				if err == nil {
+					fmt.Fprintf(out, "GET %s: %d %s\n", url, resp.StatusCode, strings.TrimSpace(strings.ReplaceAll(string(b), "\n", " ")))
+					break
+				}
+			}
+			if time.Now().After(deadline) {
+				fmt.Fprintf(out, "GET %s: %v\n", url, err)
+				code = 1
+				break
+			}
+			time.Sleep(200 * time.Millisecond) // retry interval while the peer comes up
+		}
+	}
+	return code
+}

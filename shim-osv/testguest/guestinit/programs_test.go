@@ -6,6 +6,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"slices"
@@ -156,5 +157,41 @@ func TestServeHello(t *testing.T) {
 		if resp.StatusCode != tc.code || (tc.body != "" && string(b) != tc.body) {
 			t.Errorf("GET %s: %d %q; want %d %q", tc.path, resp.StatusCode, b, tc.code, tc.body)
 		}
+	}
+}
+
+func TestGet(t *testing.T) {
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path != "/" {
+			http.NotFound(w, r)
+			return
+		}
+		io.WriteString(w, "hi\nthere\n")
+	}))
+	defer srv.Close()
+	old := getTimeout
+	getTimeout = 0
+	t.Cleanup(func() { getTimeout = old })
+	for _, tc := range []struct {
+		name     string
+		args     []string
+		want     string
+		wantCode int
+	}{
+		{"ok", []string{"/get", srv.URL + "/"}, "GET " + srv.URL + "/: 200 hi there\n", 0},
+		{"404", []string{"/get", srv.URL + "/x"}, "GET " + srv.URL + "/x: 404 404 page not found\n", 0},
+		{"usage", []string{"/get"}, "usage: /get URL...\n", 2},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var out bytes.Buffer
+			code := get(tc.args, &out)
+			if out.String() != tc.want || code != tc.wantCode {
+				t.Errorf("%v: %q, %d; want %q, %d", tc.args, out.String(), code, tc.want, tc.wantCode)
+			}
+		})
+	}
+	var out bytes.Buffer
+	if code := get([]string{"/get", "http://127.0.0.1:1/"}, &out); code != 1 || !strings.HasPrefix(out.String(), "GET http://127.0.0.1:1/: ") {
+		t.Errorf("unreachable: %q, %d", out.String(), code)
 	}
 }
