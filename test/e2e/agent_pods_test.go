@@ -227,8 +227,10 @@ func TestAgentPods(t *testing.T) {
 	t.Run("logs", func(t *testing.T) {
 		t.Parallel()
 		c.create(ctx, t, newPod("talk", corev1.RestartPolicyAlways,
-			corev1.Container{Name: "a", Image: c.busybox, Command: sh("for i in 1 2 3 4 5; do echo line $i; done; echo to stderr >&2; exec sleep 3600")},
-			corev1.Container{Name: "b", Image: c.busybox, Command: sh("echo I am b; exec sleep 3600")}))
+			corev1.Container{Name: "a", Image: c.busybox, Command: sh("for i in 1 2 3 4 5; do echo line $i; done; exec sleep 3600")},
+			// stderr is logged too (its order against stdout is not kept:
+			// two pipes, as with kubelet).
+			corev1.Container{Name: "b", Image: c.busybox, Command: sh("echo I am b >&2; exec sleep 3600")}))
 		c.waitPod(t, "talk", time.Minute, phase(corev1.PodRunning))
 		get := func(opts *corev1.PodLogOptions, want string) {
 			t.Helper()
@@ -239,8 +241,8 @@ func TestAgentPods(t *testing.T) {
 				return err == nil && out == want, nil
 			}, &last)
 		}
-		get(&corev1.PodLogOptions{Container: "a"}, "line 1\nline 2\nline 3\nline 4\nline 5\nto stderr\n")
-		get(&corev1.PodLogOptions{Container: "a", TailLines: ptrTo(int64(2))}, "line 5\nto stderr\n")
+		get(&corev1.PodLogOptions{Container: "a"}, "line 1\nline 2\nline 3\nline 4\nline 5\n")
+		get(&corev1.PodLogOptions{Container: "a", TailLines: ptrTo(int64(2))}, "line 4\nline 5\n")
 		get(&corev1.PodLogOptions{Container: "b"}, "I am b\n")
 		get(&corev1.PodLogOptions{Container: "a", SinceSeconds: ptrTo(int64(1)), TailLines: ptrTo(int64(1))}, "")
 		out, err := c.logs(ctx, "talk", &corev1.PodLogOptions{Container: "b", Timestamps: true})

@@ -146,7 +146,8 @@ build_kube() {
 	(cd "$ROOT/test/tools" && "${gobuild_env[@]}" go build -trimpath \
 		-ldflags "-s -w -X k8s.io/component-base/version.gitVersion=$KUBE_VERSION -X k8s.io/component-base/version.gitMajor=$KUBE_MAJOR -X k8s.io/component-base/version.gitMinor=$KUBE_MINOR" \
 		-o "$T/" ./etcd k8s.io/kubernetes/cmd/kube-apiserver k8s.io/kubernetes/cmd/kube-scheduler \
-		k8s.io/kubernetes/cmd/kube-controller-manager k8s.io/kubernetes/cmd/kubectl)
+		k8s.io/kubernetes/cmd/kube-controller-manager k8s.io/kubernetes/cmd/kubectl \
+		k8s.io/kubernetes/cmd/kube-proxy)
 }
 
 build_registry() {
@@ -168,9 +169,9 @@ go_tools() {
 	KUBE_MAJOR=${BASH_REMATCH[1]} KUBE_MINOR=${BASH_REMATCH[2]}
 	local sum
 	sum=$(cd "$ROOT/test/tools" && cat go.mod go.sum etcd/main.go | sha256sum | cut -d' ' -f1)
-	group kube "recipe=$RECIPE tools=$sum go=$GOVERSION" "Kubernetes $KUBE_VERSION control plane and etcd" \
+	group kube "recipe=$RECIPE tools=$sum go=$GOVERSION" "Kubernetes $KUBE_VERSION control plane, kube-proxy and etcd" \
 		"$fixnet; if the error is in test/tools, run (cd test/tools && go mod tidy)" \
-		etcd kube-apiserver kube-scheduler kube-controller-manager kubectl -- build_kube
+		etcd kube-apiserver kube-scheduler kube-controller-manager kubectl kube-proxy -- build_kube
 
 	group registry "recipe=$RECIPE registry=$REGISTRY_VERSION go=$GOVERSION" "registry $REGISTRY_VERSION" "$fixnet" \
 		registry -- build_registry
