@@ -342,10 +342,16 @@ func (w *worker) publish(pod *corev1.Pod, insts []instance) {
 // removes its containers, volumes, network namespace and logs, and
 // publishes a final status.
 func (w *worker) stop(ctx context.Context, insts []instance, grace time.Duration) {
+	w.mu.Lock()
+	spec := w.pod
+	w.mu.Unlock()
 	var wg sync.WaitGroup
 	for _, in := range insts {
 		if !in.Running {
 			continue
+		}
+		if spec != nil {
+			w.p.events.Event(spec, corev1.EventTypeNormal, "Killing", "Stopping container "+in.Name)
 		}
 		wg.Add(1)
 		go func() {
