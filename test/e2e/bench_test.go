@@ -224,33 +224,38 @@ func rssOf(b *testing.B, exe, marker string) mem {
 		b.Fatal(err)
 	}
 	for _, p := range procs {
-		if !strings.Contains(p.Cmdline+" ", marker) {
-			continue
+		if strings.Contains(p.Cmdline+" ", marker) {
+			return memOf(b, p.Pid)
 		}
-		rollup, err := os.ReadFile(fmt.Sprintf("/proc/%d/smaps_rollup", p.Pid))
-		if err != nil {
-			b.Fatal(err)
-		}
-		var m mem
-		for _, line := range strings.Split(string(rollup), "\n") {
-			f := strings.Fields(line)
-			if len(f) != 3 {
-				continue
-			}
-			kb, _ := strconv.ParseInt(f[1], 10, 64)
-			switch f[0] {
-			case "Rss:":
-				m.RSS = kb
-			case "Pss:":
-				m.PSS = kb
-			case "Anonymous:":
-				m.Anon = kb
-			}
-		}
-		return m
 	}
 	b.Fatalf("no %s process with %q", exe, marker)
 	return mem{}
+}
+
+// memOf returns the memory of process pid.
+func memOf(b *testing.B, pid int) mem {
+	b.Helper()
+	rollup, err := os.ReadFile(fmt.Sprintf("/proc/%d/smaps_rollup", pid))
+	if err != nil {
+		b.Fatal(err)
+	}
+	var m mem
+	for _, line := range strings.Split(string(rollup), "\n") {
+		f := strings.Fields(line)
+		if len(f) != 3 {
+			continue
+		}
+		kb, _ := strconv.ParseInt(f[1], 10, 64)
+		switch f[0] {
+		case "Rss:":
+			m.RSS = kb
+		case "Pss:":
+			m.PSS = kb
+		case "Anonymous:":
+			m.Anon = kb
+		}
+	}
+	return m
 }
 
 func median(ds []time.Duration) string {
