@@ -21,6 +21,7 @@ build: ## Build all packages, and Feather's binaries into bin/
 	CGO_ENABLED=0 $(GO) build $(BINFLAGS) -o bin/ ./shim-osv/cmd/containerd-shim-osv-v1
 	CGO_ENABLED=0 $(GO) build $(BINFLAGS) -o bin/ ./flint/cmd/flint
 	CGO_ENABLED=0 $(GO) build $(BINFLAGS) -o bin/ ./kubelet/cmd/feather
+	CGO_ENABLED=0 $(GO) build $(BINFLAGS) -o bin/ ./kubelet/cmd/feather-cri-log
 
 lint: ## Check formatting of tracked .go files (gofmt) and run go vet
 	@files=$$(git ls-files '*.go'); \

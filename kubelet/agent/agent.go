@@ -108,7 +108,7 @@ func Run(ctx context.Context, cfg Config) error {
 	if ip == "" {
 		ip = defaultIP()
 	}
-	logger, err := os.Executable()
+	logger, err := criLogger(ctx)
 	if err != nil {
 		return err
 	}
@@ -254,6 +254,22 @@ func Run(ctx context.Context, cfg Config) error {
 	case <-nc.Done():
 		return nc.Err()
 	}
+}
+
+// criLogger returns the containerd logging binary of the pods' containers:
+// feather-cri-log next to the agent's executable or, failing that, the agent
+// itself (`feather cri-log`), whose every copy maps far more memory.
+func criLogger(ctx context.Context) (string, error) {
+	self, err := os.Executable()
+	if err != nil {
+		return "", err
+	}
+	p := filepath.Join(filepath.Dir(self), "feather-cri-log")
+	if fi, err := os.Stat(p); err == nil && fi.Mode().IsRegular() && fi.Mode()&0o111 != 0 {
+		return p, nil
+	}
+	log.G(ctx).Warnf("%s not found: containers' loggers run the agent's own binary, which takes more memory each (install feather-cri-log next to feather)", p)
+	return self, nil
 }
 
 // defaultIP returns the address of the interface holding the default route.

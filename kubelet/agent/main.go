@@ -5,7 +5,6 @@ import (
 	"errors"
 	"flag"
 	"fmt"
-	"io"
 	"os"
 	"os/signal"
 	"strings"
@@ -108,34 +107,15 @@ func parseTaints(s string) ([]corev1.Taint, error) {
 	return out, nil
 }
 
-// criLog is the containerd logging binary (binary:// log URI): containerd's
-// shim runs `feather cri-log PATH` with the task's stdout on fd 3, stderr on
-// fd 4, and fd 5 to close once ready; it writes both as a CRI log at PATH.
+// criLog is the containerd logging binary (binary:// log URI) built into
+// the agent, used when feather-cri-log is not installed next to it: see
+// [logs.BinaryLogger].
 func criLog(args []string) int {
 	if len(args) != 1 {
 		fmt.Fprintln(os.Stderr, "usage: feather cri-log PATH")
 		return 2
 	}
-	f, err := logs.Open(args[0])
-	ready := os.NewFile(5, "ready")
-	ready.Close()
-	if err != nil {
-		fmt.Fprintln(os.Stderr, "feather cri-log:", err)
-		return 1
-	}
-	done := make(chan struct{}, 2)
-	for fd, s := range map[uintptr]logs.StreamType{3: logs.Stdout, 4: logs.Stderr} {
-		go func() {
-			in := os.NewFile(fd, string(s))
-			w := f.Stream(s)
-			_, _ = io.Copy(w, in)
-			w.Close()
-			done <- struct{}{}
-		}()
-	}
-	<-done
-	<-done
-	if err := f.Close(); err != nil {
+	if err := logs.BinaryLogger(args[0]); err != nil {
 		fmt.Fprintln(os.Stderr, "feather cri-log:", err)
 		return 1
 	}

@@ -50,7 +50,7 @@ type Config struct {
 	// StateDir holds pod volumes; RunDir pod network namespaces.
 	StateDir, RunDir string
 	// Logger is the program run as each container's binary:// logger: it
-	// must accept "cri-log PATH" (the agent's own executable).
+	// must accept "cri-log PATH" (feather-cri-log, or the agent itself).
 	Logger string
 	// Admit, if set, decides whether a new pod may run here: a non-nil
 	// *Rejection fails the pod the way kubelet's admission does.

@@ -1,0 +1,87 @@
+package logs
+
+import (
+	"bytes"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"testing"
+	"time"
+)
+
+// TestMain makes the test binary a binary:// logger when the test below
+// runs it with FEATHER_TEST_LOGGER=PATH.
+func TestMain(m *testing.M) {
+	if path := os.Getenv("FEATHER_TEST_LOGGER"); path != "" {
+		if err := BinaryLogger(path); err != nil {
+			os.Stderr.WriteString(err.Error())
+			os.Exit(1)
+		}
+		os.Exit(0)
+	}
+	os.Exit(m.Run())
+}
+
+// TestBinaryLogger runs the logger as containerd's shim does: stdout on fd 3,
+// stderr on fd 4, fd 5 closed once ready; both streams land in the file, and
+// it exits once both end.
+func TestBinaryLogger(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "c", "0.log")
+	var ends [3][2]*os.File // read, write ends of stdout, stderr, ready
+	for i := range ends {
+		r, w, err := os.Pipe()
+		if err != nil {
+			t.Fatal(err)
+		}
+		ends[i] = [2]*os.File{r, w}
+		t.Cleanup(func() { r.Close(); w.Close() })
+	}
+	cmd := exec.Command(os.Args[0], "-test.run=^$")
+	cmd.Env = append(os.Environ(), "FEATHER_TEST_LOGGER="+path)
+	cmd.ExtraFiles = []*os.File{ends[0][0], ends[1][0], ends[2][1]}
+	cmd.Stderr = os.Stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range []*os.File{ends[0][0], ends[1][0], ends[2][1]} {
+		f.Close() // the logger's ends
+	}
+	ready := make(chan error, 1)
+	go func() { _, err := io.ReadAll(ends[2][0]); ready <- err }()
+	select {
+	case <-ready:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the logger did not close fd 5")
+	}
+	ends[0][1].WriteString("hello\npartial")
+	ends[1][1].WriteString("oops\n")
+	ends[0][1].Close()
+	ends[1][1].Close()
+	if err := cmd.Wait(); err != nil {
+		t.Fatal(err)
+	}
+	data, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, line := range bytes.Split(bytes.TrimSuffix(data, []byte{'\n'}), []byte{'\n'}) {
+		r, err := parseRecord(line)
+		if err != nil {
+			t.Fatalf("record %q: %v", line, err)
+		}
+		tag := "F"
+		if r.partial {
+			tag = "P"
+		}
+		got = append(got, fmt.Sprintf("%s %s %s", r.stream, tag, r.content))
+	}
+	slices.Sort(got) // the two streams interleave in any order
+	want := []string{"stderr F oops", "stdout F hello", "stdout P partial"}
+	if !slices.Equal(got, want) {
+		t.Errorf("records = %q, want %q", got, want)
+	}
+}
