@@ -72,27 +72,7 @@ func newTestNetwork(t testing.TB) *testNetwork {
 func newNetNS(t testing.TB) string {
 	t.Helper()
 	p := filepath.Join(t.TempDir(), "netns")
-	if err := os.WriteFile(p, nil, 0o444); err != nil {
-		t.Fatal(err)
-	}
-	errc := make(chan error, 1)
-	go func() {
-		runtime.LockOSThread() // the thread ends with the goroutine, in the new namespace
-		if err := unix.Unshare(unix.CLONE_NEWNET); err != nil {
-			errc <- err
-			return
-		}
-		if err := unix.Mount(fmt.Sprintf("/proc/self/task/%d/ns/net", unix.Gettid()), p, "", unix.MS_BIND, ""); err != nil {
-			errc <- err
-			return
-		}
-		lo, err := netlink.LinkByName("lo")
-		if err == nil {
-			err = netlink.LinkSetUp(lo)
-		}
-		errc <- err
-	}()
-	if err := <-errc; err != nil {
+	if err := mkNetNS(p); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = unix.Unmount(p, unix.MNT_DETACH) })

@@ -32,6 +32,7 @@ import (
 	"k8s.io/client-go/tools/clientcmd"
 	"k8s.io/client-go/tools/record"
 
+	"github.com/feather-edge/feather/cni"
 	"github.com/feather-edge/feather/kubelet/nodeinfo"
 	"github.com/feather-edge/feather/kubelet/pods"
 	"github.com/feather-edge/feather/kubelet/volumes"
@@ -65,6 +66,19 @@ type Config struct {
 	LogDir, StateDir, RunDir string
 	// Workers is the number of pods virtual-kubelet syncs at once.
 	Workers int
+	// CNIConfDir holds the pod network's CNI configuration; the agent
+	// writes its default network there when it holds none. CNIBinDirs are
+	// searched for plugins.
+	CNIConfDir string
+	CNIBinDirs []string
+	// PodCIDRs, CNIBridge and CNINetwork shape the default network: its
+	// subnets (one IPv4, optionally one IPv6), its host bridge and its name.
+	PodCIDRs              []string
+	CNIBridge, CNINetwork string
+	// ClusterDNS, ClusterDomain and ResolvConf: see dns.Config.
+	ClusterDNS    []string
+	ClusterDomain string
+	ResolvConf    string
 }
 
 // DefaultConfig returns the defaults of every flag.
@@ -82,6 +96,13 @@ func DefaultConfig() Config {
 		RunDir:            "/run/feather",
 		RegistryConfigDir: "/etc/feather/certs.d",
 		Workers:           10,
+		CNIConfDir:        cni.DefaultConfDir,
+		CNIBinDirs:        []string{cni.DefaultBinDir},
+		PodCIDRs:          []string{"10.244.0.0/16"},
+		CNIBridge:         "feather0",
+		CNINetwork:        "feather",
+		ClusterDomain:     "cluster.local",
+		ResolvConf:        "/etc/resolv.conf",
 	}
 }
 
@@ -123,6 +144,10 @@ func Run(ctx context.Context, cfg Config) error {
 			return err
 		}
 	}
+	network, err := newNetwork(ctx, cfg, ip)
+	if err != nil {
+		return err
+	}
 	mon := nodeinfo.NewMonitor(cfg.StateDir)
 	var backends []string
 	for h := range cfg.Runtimes {
@@ -138,7 +163,7 @@ func Run(ctx context.Context, cfg Config) error {
 	}, mon, nodeinfo.ProviderConfig{RuntimeCheck: func(ctx context.Context) error {
 		_, err := cd.Version(ctx)
 		return err
-	}})
+	}, NetworkCheck: network.m.Ready})
 	if err != nil {
 		return err
 	}
@@ -167,6 +192,7 @@ func Run(ctx context.Context, cfg Config) error {
 	provider, err := pods.New(ctx, pods.Config{
 		NodeName: cfg.NodeName, HostIP: ip, Namespace: cfg.Namespace, Runtimes: cfg.Runtimes, PlainHTTP: cfg.PlainHTTP,
 		RegistryConfigDir: cfg.RegistryConfigDir, LogDir: cfg.LogDir, StateDir: cfg.StateDir, RunDir: cfg.RunDir, Logger: logger, Admit: admit,
+		Network: network, DNS: dnsConfig(cfg),
 	}, cd, kube, getters.secrets.Lister(), recorder, vols)
 	if err != nil {
 		return err

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"net"
 	"os"
 	"os/signal"
 	"strings"
@@ -35,6 +36,14 @@ func Main(args []string) int {
 	fs.StringVar(&cfg.RunDir, "run-dir", cfg.RunDir, "directory of runtime state (pod network namespaces)")
 	fs.StringVar(&cfg.RegistryConfigDir, "registry-config-dir", cfg.RegistryConfigDir, "registry hosts.toml files as containerd's config_path: DIR/HOST/hosts.toml (mirrors, CAs, plain HTTP)")
 	fs.IntVar(&cfg.Workers, "workers", cfg.Workers, "pods synced at once")
+	fs.StringVar(&cfg.CNIConfDir, "cni-conf-dir", cfg.CNIConfDir, "CNI network configuration directory: its lexically first *.conflist, *.conf or *.json is used; the default network is written there when it has none")
+	cniBin := fs.String("cni-bin-dir", strings.Join(cfg.CNIBinDirs, ","), "directories of CNI plugin binaries, comma-separated")
+	podCIDR := fs.String("pod-cidr", strings.Join(cfg.PodCIDRs, ","), "subnets of the default network's pod IPs: one IPv4, optionally one IPv6, comma-separated")
+	fs.StringVar(&cfg.CNIBridge, "cni-bridge", cfg.CNIBridge, "host bridge of the default network")
+	fs.StringVar(&cfg.CNINetwork, "cni-network", cfg.CNINetwork, "name of the default network")
+	clusterDNS := fs.String("cluster-dns", "", "cluster DNS server IPs, comma-separated (kube-dns's Service IP); none: ClusterFirst pods get the host's resolv.conf")
+	fs.StringVar(&cfg.ClusterDomain, "cluster-domain", cfg.ClusterDomain, "the cluster's DNS domain")
+	fs.StringVar(&cfg.ResolvConf, "resolv-conf", cfg.ResolvConf, `the host's resolv.conf, the base of dnsPolicy Default; "" for none`)
 	runtimes := fs.String("runtimes", "", "extra HANDLER=RUNTIME pairs, comma-separated (defaults: runc=io.containerd.runc.v2,osv=io.containerd.osv.v1)")
 	plain := fs.String("plain-http", "", "registry hosts pulled over plain HTTP, comma-separated (localhost always is)")
 	taints := fs.String("taints", "virtual-kubelet.io/provider=feather:NoSchedule", `node taints KEY[=VALUE]:EFFECT, comma-separated; "" for none`)
@@ -62,6 +71,13 @@ func Main(args []string) int {
 	if *plain != "" {
 		cfg.PlainHTTP = strings.Split(*plain, ",")
 	}
+	cfg.CNIBinDirs, cfg.PodCIDRs, cfg.ClusterDNS = splitList(*cniBin), splitList(*podCIDR), splitList(*clusterDNS)
+	for _, ip := range cfg.ClusterDNS {
+		if net.ParseIP(ip) == nil {
+			fmt.Fprintf(os.Stderr, "feather: --cluster-dns: %q is not an IP address\n", ip)
+			return 2
+		}
+	}
 	if err := log.SetLevel(*level); err != nil {
 		fmt.Fprintln(os.Stderr, "feather:", err)
 		return 2
@@ -73,6 +89,17 @@ func Main(args []string) int {
 		return 1
 	}
 	return 0
+}
+
+// splitList splits a comma-separated flag, dropping empty items.
+func splitList(s string) []string {
+	var out []string
+	for _, x := range strings.Split(s, ",") {
+		if x = strings.TrimSpace(x); x != "" {
+			out = append(out, x)
+		}
+	}
+	return out
 }
 
 func parsePairs(s string) (map[string]string, error) {

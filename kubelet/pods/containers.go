@@ -487,11 +487,15 @@ func (w *worker) specOpts(ctx context.Context, pod *corev1.Pod, c *corev1.Contai
 	if c.WorkingDir != "" {
 		opts = append(opts, oci.WithProcessCwd(c.WorkingDir))
 	}
+	mounts = slices.Concat(mounts, w.resolvMount())
 	if len(mounts) > 0 {
 		opts = append(opts, oci.WithMounts(mounts))
 	}
 	if pod.Spec.HostNetwork {
-		opts = append(opts, oci.WithHostNamespace(specs.NetworkNamespace), oci.WithHostHostsFile, oci.WithHostResolvconf)
+		opts = append(opts, oci.WithHostNamespace(specs.NetworkNamespace), oci.WithHostHostsFile)
+		if w.resolv == "" {
+			opts = append(opts, oci.WithHostResolvconf)
+		}
 	} else if w.netns != "" {
 		opts = append(opts, oci.WithLinuxNamespace(specs.LinuxNamespace{Type: specs.NetworkNamespace, Path: w.netns}))
 	}

@@ -25,6 +25,7 @@ import (
 	"k8s.io/client-go/tools/record"
 	statsv1alpha1 "k8s.io/kubelet/pkg/apis/stats/v1alpha1"
 
+	"github.com/feather-edge/feather/kubelet/dns"
 	"github.com/feather-edge/feather/kubelet/logs"
 	"github.com/feather-edge/feather/kubelet/podnet"
 )
@@ -55,6 +56,28 @@ type Config struct {
 	// Admit, if set, decides whether a new pod may run here: a non-nil
 	// *Rejection fails the pod the way kubelet's admission does.
 	Admit func(pod *corev1.Pod, running []*corev1.Pod) *Rejection
+	// Network attaches pods to the pod network; nil leaves a pod's network
+	// namespace with loopback only.
+	Network Network
+	// DNS makes the pods' resolv.conf.
+	DNS dns.Config
+}
+
+// Network attaches pods' network namespaces to the pod network; the agent
+// adapts the cni package to it.
+type Network interface {
+	// Setup attaches pod, whose network namespace is at netns, and returns
+	// its IPs, the primary first. It blocks while the plugins run. It is
+	// idempotent, across agent restarts too: a pod already attached keeps
+	// its addresses. An error that is errdefs.IsFailedPrecondition means the
+	// network is not ready (no or a broken configuration, a missing plugin)
+	// and nothing was done.
+	Setup(ctx context.Context, pod *corev1.Pod, netns string) ([]string, error)
+	// Teardown detaches pod uid, releasing its addresses. It is idempotent;
+	// it must run before the namespace is removed, but works without it.
+	Teardown(ctx context.Context, uid types.UID, netns string) error
+	// Collect detaches every pod not in keep (start-up garbage collection).
+	Collect(ctx context.Context, keep map[types.UID]bool) error
 }
 
 // Rejection is why a pod may not run on this node.
@@ -137,13 +160,22 @@ func (p *Provider) recover(ctx context.Context) error {
 	return p.collect(ctx)
 }
 
-// collect removes the network namespaces and volumes of pods that have no
-// containers left, e.g. after a crash between making them and the first
-// container; a pod that still exists gets them again when it is synced.
+// collect detaches from the pod network, and removes the network
+// namespaces and volumes of, pods that have no containers left: deleted
+// while the agent was down, or after a crash between making them and the
+// first container; a pod that still exists gets them again when it is
+// synced.
 func (p *Provider) collect(ctx context.Context) error {
 	keep := map[types.UID]bool{}
 	for uid := range p.workers {
 		keep[uid] = true
+	}
+	if p.cfg.Network != nil {
+		// Before the namespaces go: the bridge plugin finds its rules
+		// through the pod's interface.
+		if err := p.cfg.Network.Collect(ctx, keep); err != nil {
+			log.G(ctx).WithError(err).Warn("detach pods that are gone from the pod network")
+		}
 	}
 	nets, err := p.net.List()
 	if err != nil {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
 	"path/filepath"
 	"strconv"
 	"sync"
@@ -49,6 +50,12 @@ type worker struct {
 	terminating bool
 	started     time.Time
 	netns       string
+	attached    bool              // to the pod network (or hostNetwork)
+	podIPs      []string          // from the pod network
+	netRetry    time.Time         // when to try the pod network again
+	netDelay    time.Duration     // back-off of failed attachments
+	resolv      string            // the pod's resolv.conf
+	released    bool              // detached from the pod network: the pod ended
 	mounts      map[string]string // volume name → host path
 	refreshAt   time.Time         // when volumes change next (zero: never)
 
@@ -154,6 +161,7 @@ func (w *worker) sync(ctx context.Context) (next time.Duration, done bool) {
 	if err == nil {
 		w.publish(pod, insts)
 	}
+	w.releaseIfDone(ctx)
 	return next, false
 }
 
@@ -182,6 +190,17 @@ func (w *worker) reconcile(ctx context.Context, pod *corev1.Pod, insts []instanc
 			return 10 * time.Second
 		}
 		w.netns = p
+	}
+	if !w.attached {
+		if d := w.attach(ctx, pod); d > 0 {
+			return d
+		}
+	}
+	if w.resolv == "" {
+		if err := w.writeResolv(pod); err != nil {
+			w.setWaiting(pod, "", "CreateContainerConfigError", err.Error())
+			return 10 * time.Second
+		}
 	}
 	if w.mounts == nil {
 		if w.p.volumes == nil || len(pod.Spec.Volumes) == 0 {
@@ -323,6 +342,8 @@ func (w *worker) publish(pod *corev1.Pod, insts []instance) {
 	w.mu.Unlock()
 	if pod.Spec.HostNetwork && w.p.cfg.HostIP != "" {
 		v.podIPs = []string{w.p.cfg.HostIP}
+	} else {
+		v.podIPs = w.ips()
 	}
 	st := v.status()
 	w.mu.Lock()
@@ -360,6 +381,10 @@ func (w *worker) stop(ctx context.Context, insts []instance, grace time.Duration
 		}()
 	}
 	wg.Wait()
+	// Off the pod network as soon as nothing runs (kubelet's
+	// StopPodSandbox): virtual-kubelet deletes the pod from the API once
+	// its containers are gone, and the agent may be stopped right then.
+	detached := w.detach(ctx)
 	final, _ := w.p.instances(ctx, w.uid, nil)
 	for _, in := range final {
 		if err := w.p.removeContainer(ctx, in.ID); err != nil {
@@ -371,8 +396,14 @@ func (w *worker) stop(ctx context.Context, insts []instance, grace time.Duration
 			w.log.WithError(err).Warn("remove volumes")
 		}
 	}
-	if err := w.p.net.Remove(string(w.uid)); err != nil {
-		w.log.WithError(err).Warn("remove network namespace")
+	if detached {
+		if err := w.p.net.Remove(string(w.uid)); err != nil {
+			w.log.WithError(err).Warn("remove network namespace")
+		}
+	}
+	if w.resolv != "" {
+		_ = os.Remove(w.resolv)
+		_ = os.Remove(filepath.Dir(w.resolv)) // the pod's state dir, unless volumes are in it
 	}
 	w.mu.Lock()
 	pod := w.pod
@@ -454,6 +485,5 @@ type waitErr struct {
 
 func (e *waitErr) Error() string { return e.reason + ": " + e.msg }
 
-var _ = filepath.Join
 var _ = syscall.SIGTERM
 var _ client.Task

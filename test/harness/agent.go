@@ -29,6 +29,8 @@ type Agent struct {
 	Name, Dir string
 	// Port is its kubelet API port on 127.0.0.1.
 	Port int
+	// Network is its pod network, which no other agent shares.
+	Network *AgentNetwork
 
 	env  *Env
 	argv []string
@@ -53,14 +55,21 @@ func (e *Env) StartAgent(cp *ControlPlane, ctrd *Containerd, opts AgentOptions) 
 		e.t.Fatalf("harness: agent: %v", err)
 	}
 	a := &Agent{Name: opts.Name, Dir: filepath.Join(e.Dir, "agent-"+opts.Name), Port: ports[0], env: e}
+	if a.Network, err = newAgentNetwork(filepath.Join(a.Dir, "cni", "net.d")); err != nil {
+		e.t.Fatalf("harness: agent: %v", err)
+	}
 	a.argv = append([]string{bin,
 		"--kubeconfig", kubeconfig, "--node-name", opts.Name, "--node-ip", "127.0.0.1",
 		"--port", strconv.Itoa(a.Port), "--containerd", ctrd.Address,
 		"--log-dir", filepath.Join(a.Dir, "logs"), "--state-dir", filepath.Join(a.Dir, "state"),
-		"--run-dir", filepath.Join(a.Dir, "run"), "--log-level", "debug"}, opts.Args...)
+		"--run-dir", filepath.Join(a.Dir, "run"), "--log-level", "debug"}, a.Network.args()...)
+	a.argv = append(a.argv, opts.Args...)
 	if err := os.MkdirAll(a.Dir, 0o700); err != nil {
 		e.t.Fatalf("harness: agent: %v", err)
 	}
+	// After the agent has stopped (onClose runs in reverse): its bridge and
+	// whatever pods it did not delete left in iptables.
+	e.onClose(a.Network.remove)
 	e.onClose(func() error {
 		if a.proc != nil {
 			a.proc.Stop(10 * time.Second)
