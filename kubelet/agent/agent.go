@@ -21,18 +21,16 @@ import (
 	"github.com/containerd/log"
 	"github.com/virtual-kubelet/virtual-kubelet/node"
 	"github.com/virtual-kubelet/virtual-kubelet/node/api"
-	"github.com/virtual-kubelet/virtual-kubelet/node/nodeutil"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/labels"
-	"k8s.io/apiserver/pkg/server/dynamiccertificates"
-	"k8s.io/client-go/informers"
-	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/kubernetes/scheme"
 	typedcorev1 "k8s.io/client-go/kubernetes/typed/core/v1"
+	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
 	"k8s.io/client-go/tools/record"
 
 	"github.com/feather-edge/feather/cni"
+	"github.com/feather-edge/feather/kubelet/apiauth"
 	"github.com/feather-edge/feather/kubelet/nodeinfo"
 	"github.com/feather-edge/feather/kubelet/pods"
 	"github.com/feather-edge/feather/kubelet/volumes"
@@ -112,7 +110,13 @@ func Run(ctx context.Context, cfg Config) error {
 	if err != nil {
 		return fmt.Errorf("kubeconfig: %w", err)
 	}
-	kube, err := kubernetes.NewForConfig(restCfg)
+	if err := rest.LoadTLSFiles(restCfg); err != nil {
+		return fmt.Errorf("kubeconfig: %w", err)
+	}
+	if len(restCfg.CAData) == 0 {
+		return fmt.Errorf("kubeconfig %s: no cluster CA (certificate-authority-data): the kubelet API verifies client certificates with it", cfg.Kubeconfig)
+	}
+	kube, err := newKubeClient(restCfg)
 	if err != nil {
 		return err
 	}
@@ -179,10 +183,8 @@ func Run(ctx context.Context, cfg Config) error {
 	// Informers: this node's pods, and services (for their environment
 	// variables). ConfigMaps and secrets are read one by one: the Node
 	// authorizer lets a node get those its pods use, but not list them all.
-	podFactory := informers.NewSharedInformerFactoryWithOptions(kube, time.Minute, nodeutil.PodInformerFilter(cfg.NodeName))
-	svcFactory := informers.NewSharedInformerFactory(kube, time.Minute)
-	podInformer := podFactory.Core().V1().Pods()
-	svcInformer := svcFactory.Core().V1().Services()
+	podInformer := nodePodInformer(kube, cfg.NodeName, time.Minute)
+	svcInformer := newServiceInformer(kube, time.Minute)
 	getters := newGetterInformers(kube)
 
 	vols := &volumes.Manager{
@@ -205,7 +207,7 @@ func Run(ctx context.Context, cfg Config) error {
 		return err
 	}
 	nc, err := node.NewNodeController(status, status.Node(), kube.CoreV1().Nodes(),
-		node.WithNodeEnableLeaseV1(nodeutil.NodeLeaseV1Client(kube), node.DefaultLeaseDuration))
+		node.WithNodeEnableLeaseV1(kube.CoordinationV1().Leases(corev1.NamespaceNodeLease), node.DefaultLeaseDuration))
 	if err != nil {
 		return err
 	}
@@ -214,14 +216,8 @@ func Run(ctx context.Context, cfg Config) error {
 	// client certificates of the cluster CA, or tokens, checked by the API.
 	cert := &servingCert{}
 	certDir := filepath.Join(cfg.StateDir, "pki")
-	auth, err := nodeutil.WebhookAuth(kube, cfg.NodeName, func(c *nodeutil.WebhookAuthConfig) error {
-		var err error
-		c.AuthnConfig.ClientCertificateCAContentProvider, err = dynamiccertificates.NewStaticCAContent("cluster-ca", restCfg.CAData)
-		return err
-	})
-	if err != nil {
-		return fmt.Errorf("kubelet API auth: %w", err)
-	}
+	auth := apiauth.New(apiauth.Config{NodeName: cfg.NodeName,
+		Tokens: kube.AuthenticationV1().TokenReviews(), Access: kube.AuthorizationV1().SubjectAccessReviews()})
 	pool := x509.NewCertPool()
 	pool.AppendCertsFromPEM(restCfg.CAData)
 	tlsCfg := &tls.Config{MinVersion: tls.VersionTLS12, GetCertificate: cert.get, ClientAuth: tls.VerifyClientCertIfGiven, ClientCAs: pool}
@@ -237,7 +233,7 @@ func Run(ctx context.Context, cfg Config) error {
 	if err != nil {
 		return fmt.Errorf("kubelet API: %w", err)
 	}
-	srv := &http.Server{Handler: nodeutil.WithAuth(auth, mux), ReadHeaderTimeout: 30 * time.Second}
+	srv := &http.Server{Handler: auth.Wrap(mux), ReadHeaderTimeout: 30 * time.Second}
 	go srv.Serve(ln) //nolint:errcheck // ends with Close below
 	defer srv.Close()
 	go func() {
@@ -259,8 +255,8 @@ func Run(ctx context.Context, cfg Config) error {
 
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	podFactory.Start(ctx.Done())
-	svcFactory.Start(ctx.Done())
+	go podInformer.Run(ctx.Done())
+	go svcInformer.Run(ctx.Done())
 	go pc.Run(ctx, cfg.Workers) //nolint:errcheck // its error comes through Done/Err
 	select {
 	case <-pc.Ready():

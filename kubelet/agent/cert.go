@@ -18,8 +18,10 @@ import (
 
 	"github.com/containerd/log"
 	certificatesv1 "k8s.io/api/certificates/v1"
-	"k8s.io/client-go/kubernetes"
-	"k8s.io/client-go/util/certificate/csr"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/fields"
+	"k8s.io/apimachinery/pkg/types"
+	certificatesv1client "k8s.io/client-go/kubernetes/typed/certificates/v1"
 )
 
 // servingCert obtains the kubelet API's serving certificate the way kubelet
@@ -58,7 +60,7 @@ func (s *servingCert) load(dir string) bool {
 }
 
 // request asks the cluster for a certificate and waits until it is issued.
-func (s *servingCert) request(ctx context.Context, kube kubernetes.Interface, dir, node string, ips []net.IP) error {
+func (s *servingCert) request(ctx context.Context, kube *kubeClient, dir, node string, ips []net.IP) error {
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
 		return err
@@ -72,15 +74,19 @@ func (s *servingCert) request(ctx context.Context, kube kubernetes.Interface, di
 		return err
 	}
 	csrPEM := pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE REQUEST", Bytes: der})
-	name, uid, err := csr.RequestCertificate(kube, csrPEM, "", certificatesv1.KubeletServingSignerName, nil,
-		[]certificatesv1.KeyUsage{certificatesv1.UsageDigitalSignature, certificatesv1.UsageServerAuth}, key)
+	csrs := kube.CertificatesV1().CertificateSigningRequests()
+	created, err := csrs.Create(ctx, &certificatesv1.CertificateSigningRequest{
+		ObjectMeta: metav1.ObjectMeta{GenerateName: "csr-"},
+		Spec: certificatesv1.CertificateSigningRequestSpec{Request: csrPEM, SignerName: certificatesv1.KubeletServingSignerName,
+			Usages: []certificatesv1.KeyUsage{certificatesv1.UsageDigitalSignature, certificatesv1.UsageServerAuth}},
+	}, metav1.CreateOptions{})
 	if err != nil {
 		return fmt.Errorf("request serving certificate: %w", err)
 	}
-	log.G(ctx).WithField("csr", name).Info("waiting for the kubelet-serving CSR to be approved")
-	certPEM, err := csr.WaitForCertificate(ctx, kube, name, uid)
+	log.G(ctx).WithField("csr", created.Name).Info("waiting for the kubelet-serving CSR to be approved")
+	certPEM, err := waitForCertificate(ctx, csrs, created.Name, created.UID)
 	if err != nil {
-		return fmt.Errorf("wait for serving certificate %s: %w", name, err)
+		return fmt.Errorf("wait for serving certificate %s: %w", created.Name, err)
 	}
 	keyDER, err := x509.MarshalECPrivateKey(key)
 	if err != nil {
@@ -101,6 +107,49 @@ func (s *servingCert) request(ctx context.Context, kube kubernetes.Interface, di
 		return err
 	}
 	s.set(&c)
-	log.G(ctx).WithField("csr", name).Info("serving certificate issued")
+	log.G(ctx).WithField("csr", created.Name).Info("serving certificate issued")
 	return nil
+}
+
+// waitForCertificate waits until CSR name (of uid) is approved and holds a
+// certificate, watching it between looks.
+func waitForCertificate(ctx context.Context, csrs certificatesv1client.CertificateSigningRequestInterface, name string, uid types.UID) ([]byte, error) {
+	for {
+		c, err := csrs.Get(ctx, name, metav1.GetOptions{})
+		if err != nil {
+			return nil, err
+		}
+		if c.UID != uid {
+			return nil, fmt.Errorf("csr %s was deleted and created again", name)
+		}
+		approved := false
+		for _, cond := range c.Status.Conditions {
+			switch cond.Type {
+			case certificatesv1.CertificateDenied, certificatesv1.CertificateFailed:
+				return nil, fmt.Errorf("csr %s: %s: %s %s", name, cond.Type, cond.Reason, cond.Message)
+			case certificatesv1.CertificateApproved:
+				approved = true
+			}
+		}
+		if approved && len(c.Status.Certificate) > 0 {
+			return c.Status.Certificate, nil
+		}
+		w, err := csrs.Watch(ctx, metav1.ListOptions{
+			FieldSelector:   fields.OneTermEqualSelector("metadata.name", name).String(),
+			ResourceVersion: c.ResourceVersion, TimeoutSeconds: ptrTo(int64(300)),
+		})
+		if err != nil {
+			return nil, err
+		}
+		select { // any change, or the watch's end: look again
+		case <-w.ResultChan():
+		case <-ctx.Done():
+		}
+		w.Stop()
+		select { // at most a look a second, however the watch behaves
+		case <-time.After(time.Second):
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+	}
 }

@@ -8,7 +8,6 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
 	corev1informers "k8s.io/client-go/informers/core/v1"
-	"k8s.io/client-go/kubernetes"
 	corev1listers "k8s.io/client-go/listers/core/v1"
 	"k8s.io/client-go/tools/cache"
 )
@@ -23,11 +22,11 @@ type getterInformers struct {
 	configMaps configMapInformer
 }
 
-func newGetterInformers(kube kubernetes.Interface) getterInformers {
+func newGetterInformers(kube *kubeClient) getterInformers {
 	return getterInformers{secretInformer{kube}, configMapInformer{kube}}
 }
 
-type secretInformer struct{ kube kubernetes.Interface }
+type secretInformer struct{ kube *kubeClient }
 
 var _ corev1informers.SecretInformer = secretInformer{}
 
@@ -37,7 +36,7 @@ func (secretInformer) Informer() cache.SharedIndexInformer { return nil }
 // Lister gets secrets from the API.
 func (s secretInformer) Lister() corev1listers.SecretLister { return secretLister(s) }
 
-type secretLister struct{ kube kubernetes.Interface }
+type secretLister struct{ kube *kubeClient }
 
 func (secretLister) List(labels.Selector) ([]*corev1.Secret, error) {
 	return nil, fmt.Errorf("listing secrets is not allowed to a node")
@@ -48,7 +47,7 @@ func (s secretLister) Secrets(ns string) corev1listers.SecretNamespaceLister {
 }
 
 type secretNSLister struct {
-	kube kubernetes.Interface
+	kube *kubeClient
 	ns   string
 }
 
@@ -60,7 +59,7 @@ func (s secretNSLister) Get(name string) (*corev1.Secret, error) {
 	return s.kube.CoreV1().Secrets(s.ns).Get(context.TODO(), name, metav1.GetOptions{})
 }
 
-type configMapInformer struct{ kube kubernetes.Interface }
+type configMapInformer struct{ kube *kubeClient }
 
 var _ corev1informers.ConfigMapInformer = configMapInformer{}
 
@@ -70,7 +69,7 @@ func (configMapInformer) Informer() cache.SharedIndexInformer { return nil }
 // Lister gets configMaps from the API.
 func (c configMapInformer) Lister() corev1listers.ConfigMapLister { return configMapLister(c) }
 
-type configMapLister struct{ kube kubernetes.Interface }
+type configMapLister struct{ kube *kubeClient }
 
 func (configMapLister) List(labels.Selector) ([]*corev1.ConfigMap, error) {
 	return nil, fmt.Errorf("listing configMaps is not allowed to a node")
@@ -81,7 +80,7 @@ func (c configMapLister) ConfigMaps(ns string) corev1listers.ConfigMapNamespaceL
 }
 
 type configMapNSLister struct {
-	kube kubernetes.Interface
+	kube *kubeClient
 	ns   string
 }
 

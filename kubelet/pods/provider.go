@@ -20,7 +20,7 @@ import (
 	"github.com/virtual-kubelet/virtual-kubelet/node/api"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/types"
-	"k8s.io/client-go/kubernetes"
+	nodev1client "k8s.io/client-go/kubernetes/typed/node/v1"
 	corev1listers "k8s.io/client-go/listers/core/v1"
 	"k8s.io/client-go/tools/record"
 	statsv1alpha1 "k8s.io/kubelet/pkg/apis/stats/v1alpha1"
@@ -83,12 +83,17 @@ type Network interface {
 // Rejection is why a pod may not run on this node.
 type Rejection struct{ Reason, Message string }
 
+// Kube is the part of client-go's kubernetes.Interface the provider uses.
+type Kube interface {
+	NodeV1() nodev1client.NodeV1Interface
+}
+
 // Provider runs pods through containerd. It implements virtual-kubelet's
 // nodeutil.Provider and node.PodNotifier.
 type Provider struct {
 	cfg     Config
 	cd      *client.Client
-	kube    kubernetes.Interface
+	kube    Kube
 	secrets corev1listers.SecretLister
 	events  record.EventRecorder
 	net     *podnet.Manager
@@ -119,7 +124,7 @@ type Volumes interface {
 // New returns a provider using the containerd client cd and the Kubernetes
 // client kube (with the node's identity), and recovers the pods whose
 // containers containerd already has.
-func New(ctx context.Context, cfg Config, cd *client.Client, kube kubernetes.Interface, secrets corev1listers.SecretLister,
+func New(ctx context.Context, cfg Config, cd *client.Client, kube Kube, secrets corev1listers.SecretLister,
 	events record.EventRecorder, vols Volumes) (*Provider, error) {
 	p := &Provider{cfg: cfg, cd: cd, kube: kube, secrets: secrets, events: events, volumes: vols,
 		net:     &podnet.Manager{Dir: filepath.Join(cfg.RunDir, "netns")},

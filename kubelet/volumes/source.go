@@ -6,7 +6,7 @@ import (
 	authenticationv1 "k8s.io/api/authentication/v1"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/client-go/kubernetes"
+	corev1client "k8s.io/client-go/kubernetes/typed/core/v1"
 )
 
 // Source gives the API objects volumes are made from. The agent implements it with virtual-kubelet's listers
@@ -27,12 +27,18 @@ type Source interface {
 
 // NewClientSource returns a Source that asks the API server through cs for every object (no cache).
 // Tests use it with k8s.io/client-go/kubernetes/fake.
-func NewClientSource(cs kubernetes.Interface) Source {
+func NewClientSource(cs Client) Source {
 	return clientSource{cs: cs}
 }
 
+// Client is the part of client-go's kubernetes.Interface that NewClientSource
+// uses.
+type Client interface {
+	CoreV1() corev1client.CoreV1Interface
+}
+
 type clientSource struct {
-	cs kubernetes.Interface
+	cs Client
 }
 
 func (s clientSource) ConfigMap(ctx context.Context, namespace, name string) (*corev1.ConfigMap, error) {
