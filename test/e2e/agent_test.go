@@ -25,6 +25,7 @@ const agentNS = "feather"
 // images, and the agent registered as a node.
 type cluster struct {
 	env       *harness.Env
+	cp        *harness.ControlPlane
 	ctrd      *harness.Containerd
 	agent     *harness.Agent
 	kube      kubernetes.Interface
@@ -38,7 +39,7 @@ func newCluster(t testing.TB, agentArgs ...string) *cluster {
 	t.Helper()
 	env := harness.New(t)
 	hc := env.StartCluster(harness.ClusterOptions{Agent: harness.AgentOptions{Args: agentArgs}})
-	return &cluster{env: env, ctrd: hc.Containerd, agent: hc.Agent, kube: hc.Kube,
+	return &cluster{env: env, cp: hc.ControlPlane, ctrd: hc.Containerd, agent: hc.Agent, kube: hc.Kube,
 		busybox: hc.Busybox, unikernel: hc.Unikernel}
 }
 
