@@ -167,4 +167,3 @@ func getIn(ctx context.Context, nsPath, url string) (string, error) {
 	b, err := io.ReadAll(resp.Body)
 	return string(b), err
 }
-

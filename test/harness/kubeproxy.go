@@ -56,7 +56,7 @@ func (k *KubeProxy) start(ctx context.Context, cp *ControlPlane, node, clusterCI
 		"healthz-bind-address": health,
 		"metrics-bind-address": hostPort(ports[1]),
 		// Leave the host's conntrack and localhost settings as they are.
-		"conntrack-max-per-core":           "0",
+		"conntrack-max-per-core":            "0",
 		"conntrack-tcp-timeout-established": "0",
 		"conntrack-tcp-timeout-close-wait":  "0",
 		"iptables-localhost-nodeports":      "false",
@@ -80,4 +80,3 @@ func (k *KubeProxy) stop() error {
 	}
 	return nil
 }
-
