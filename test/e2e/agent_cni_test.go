@@ -74,10 +74,11 @@ func TestAgentCNI(t *testing.T) {
 	// A crash of the agent: the pods keep their IPs, and no second ADD
 	// reserves another address.
 	c.agent.Kill()
+	restarted := time.Now()
 	if err := c.agent.Start(); err != nil {
 		t.Fatal(err)
 	}
-	time.Sleep(3 * time.Second)
+	c.waitAgentBack(t, restarted)
 	for _, name := range []string{"srv", "cli"} {
 		p := c.waitPod(t, name, time.Minute, ready)
 		if p.Status.PodIP != ips[name] {

@@ -106,3 +106,21 @@ func (c *cluster) tasks(ctx context.Context, t *testing.T) map[string]string {
 	}
 	return out
 }
+
+// waitAgentBack waits until the agent, started again at since, has reported
+// its node Ready again: from then on statuses are its new process's.
+func (c *cluster) waitAgentBack(t *testing.T, since time.Time) {
+	t.Helper()
+	waitFor(t, "the agent back", time.Minute, func(ctx context.Context) (bool, error) {
+		n, err := c.kube.CoreV1().Nodes().Get(ctx, c.agent.Name, metav1.GetOptions{})
+		if err != nil {
+			return false, err
+		}
+		for _, cond := range n.Status.Conditions {
+			if cond.Type == corev1.NodeReady && cond.Status == corev1.ConditionTrue && !cond.LastHeartbeatTime.Time.Before(since.Truncate(time.Second)) {
+				return true, nil
+			}
+		}
+		return false, nil
+	})
+}
