@@ -55,11 +55,20 @@ func TestAgentNetwork(t *testing.T) {
 	url := func(name string) string { return "http://" + net.JoinHostPort(pods[name].Status.PodIP, "8080") + "/" }
 	want := map[string]string{"a": "hello from a\n", "b": "hello from b\n", "vm": "hello from feather guest\n"}
 
-	// The node reaches every pod.
+	// The node reaches every pod. A pod is Ready once its processes run
+	// (no readiness probes yet): its server, and a VM's whole guest, may
+	// still be starting, so each check retries for a while.
+	answers := func(what string, get func(context.Context) (string, error), want string) {
+		t.Helper()
+		var last string
+		waitFor(t, what, time.Minute, func(ctx context.Context) (bool, error) {
+			got, err := get(ctx)
+			last = fmt.Sprintf("%q, %v", got, err)
+			return err == nil && got == want, nil
+		}, &last)
+	}
 	for name := range pods {
-		if got, err := httpGet(ctx, url(name)); err != nil || got != want[name] {
-			t.Errorf("node → %s: %q, %v", name, got, err)
-		}
+		answers("node → "+name, func(ctx context.Context) (string, error) { return httpGet(ctx, url(name)) }, want[name])
 	}
 	// Each container pod reaches the others, from inside its own network
 	// namespace (as `kubectl exec … wget` would).
@@ -69,9 +78,7 @@ func TestAgentNetwork(t *testing.T) {
 			if to == from {
 				continue
 			}
-			if got, err := getIn(ctx, ns, url(to)); err != nil || got != want[to] {
-				t.Errorf("%s → %s: %q, %v", from, to, got, err)
-			}
+			answers(from+" → "+to, func(ctx context.Context) (string, error) { return getIn(ctx, ns, url(to)) }, want[to])
 		}
 	}
 	// The unikernel reaches the others: a second unikernel pod (one VM per
@@ -100,16 +107,11 @@ func TestAgentNetwork(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var last string
-	waitFor(t, "the Service answers", time.Minute, func(ctx context.Context) (bool, error) {
-		got, err := httpGet(ctx, "http://"+net.JoinHostPort(svc.Spec.ClusterIP, "80")+"/")
-		last = fmt.Sprintf("%q, %v", got, err)
-		return err == nil && got == want["vm"], nil
-	}, &last)
-	if got, err := getIn(ctx, filepath.Join(c.agent.Dir, "run", "netns", string(pods["a"].UID)),
-		"http://"+net.JoinHostPort(svc.Spec.ClusterIP, "80")+"/"); err != nil || got != want["vm"] {
-		t.Errorf("a → Service vm: %q, %v", got, err)
-	}
+	svcURL := "http://" + net.JoinHostPort(svc.Spec.ClusterIP, "80") + "/"
+	answers("node → Service vm", func(ctx context.Context) (string, error) { return httpGet(ctx, svcURL) }, want["vm"])
+	answers("a → Service vm", func(ctx context.Context) (string, error) {
+		return getIn(ctx, filepath.Join(c.agent.Dir, "run", "netns", string(pods["a"].UID)), svcURL)
+	}, want["vm"])
 	if err := c.kube.CoreV1().Services("default").Delete(ctx, "vm", metav1.DeleteOptions{}); err != nil {
 		t.Fatal(err)
 	}
@@ -144,7 +146,7 @@ func TestAgentNetworkCycles(t *testing.T) {
 
 // getIn fetches url from inside the network namespace at nsPath.
 func getIn(ctx context.Context, nsPath, url string) (string, error) {
-	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
 	tr := &http.Transport{DisableKeepAlives: true, DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
 		var conn net.Conn
