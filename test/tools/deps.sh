@@ -2,7 +2,7 @@
 # deps.sh installs what Feather's tests need on a Debian 12 machine: Debian
 # packages (QEMU, runc, CNI plugins, …) and pinned third-party programs built
 # from the Go module proxy into _output/bin (containerd, the Kubernetes control
-# plane, etcd, an OCI registry). Run it as `make deps` from the repository root.
+# plane, kubelet, etcd, an OCI registry, crictl). Run it as `make deps` from the repository root.
 #
 # It is idempotent: a group of binaries is rebuilt only when its stamp file
 # _output/bin/.stamp-<group> does not hold the group's current key or one of
@@ -15,6 +15,7 @@ set -euo pipefail
 # from the root go.mod, the single source of truth. The control plane and etcd
 # are pinned by test/tools/go.mod.
 REGISTRY_VERSION=v3.1.2
+CRICTL_VERSION=v1.37.0
 GO_MIN=1.26
 # Bump when the build recipe below changes, so every stamp goes stale.
 RECIPE=1
@@ -147,7 +148,12 @@ build_kube() {
 		-ldflags "-s -w -X k8s.io/component-base/version.gitVersion=$KUBE_VERSION -X k8s.io/component-base/version.gitMajor=$KUBE_MAJOR -X k8s.io/component-base/version.gitMinor=$KUBE_MINOR" \
 		-o "$T/" ./etcd k8s.io/kubernetes/cmd/kube-apiserver k8s.io/kubernetes/cmd/kube-scheduler \
 		k8s.io/kubernetes/cmd/kube-controller-manager k8s.io/kubernetes/cmd/kubectl \
-		k8s.io/kubernetes/cmd/kube-proxy)
+		k8s.io/kubernetes/cmd/kube-proxy k8s.io/kubernetes/cmd/kubelet)
+}
+
+build_crictl() {
+	GOBIN=$T "${gobuild_env[@]}" go install -trimpath -ldflags "-s -w -X sigs.k8s.io/cri-tools/pkg/version.Version=$CRICTL_VERSION" \
+		"sigs.k8s.io/cri-tools/cmd/crictl@$CRICTL_VERSION"
 }
 
 build_registry() {
@@ -169,12 +175,15 @@ go_tools() {
 	KUBE_MAJOR=${BASH_REMATCH[1]} KUBE_MINOR=${BASH_REMATCH[2]}
 	local sum
 	sum=$(cd "$ROOT/test/tools" && cat go.mod go.sum etcd/main.go | sha256sum | cut -d' ' -f1)
-	group kube "recipe=$RECIPE tools=$sum go=$GOVERSION" "Kubernetes $KUBE_VERSION control plane, kube-proxy and etcd" \
+	group kube "recipe=$RECIPE tools=$sum go=$GOVERSION" "Kubernetes $KUBE_VERSION control plane, kube-proxy, kubelet and etcd" \
 		"$fixnet; if the error is in test/tools, run (cd test/tools && go mod tidy)" \
-		etcd kube-apiserver kube-scheduler kube-controller-manager kubectl kube-proxy -- build_kube
+		etcd kube-apiserver kube-scheduler kube-controller-manager kubectl kube-proxy kubelet -- build_kube
 
 	group registry "recipe=$RECIPE registry=$REGISTRY_VERSION go=$GOVERSION" "registry $REGISTRY_VERSION" "$fixnet" \
 		registry -- build_registry
+
+	group crictl "recipe=$RECIPE crictl=$CRICTL_VERSION go=$GOVERSION" "crictl $CRICTL_VERSION" "$fixnet" \
+		crictl -- build_crictl
 }
 
 check_go
