@@ -1,10 +1,11 @@
 // Package manager is the shim's entry from containerd: `start` launches a
-// shim daemon for a container and returns its socket; `delete` cleans up
-// after a shim that died.
+// shim daemon for a container (or a pod) and returns its socket; `delete`
+// cleans up after a shim that died.
 package manager
 
 import (
 	"context"
+	"flag"
 	"fmt"
 	"io"
 	"os"
@@ -21,6 +22,8 @@ import (
 	"github.com/containerd/containerd/v2/pkg/shim"
 	"github.com/containerd/log"
 
+	"github.com/feather-edge/feather/shim-osv/cri"
+	"github.com/feather-edge/feather/shim-osv/runcshim"
 	"github.com/feather-edge/feather/shim-osv/vm"
 )
 
@@ -30,15 +33,19 @@ const Name = "io.containerd.osv.v1"
 // New returns the shim manager.
 func New() shim.Shim { return manager{} }
 
-// One shim per container: a VM is a container's whole world, so nothing is
-// shared between containers that a common shim would save, and a shim that
-// dies takes only its own VM down.
+// One shim daemon per container, or per pod under Kubernetes (containerd
+// sends all of a pod's containers to the shim of its sandbox).
 type manager struct{}
 
 func (manager) Name() string { return Name }
 
 // Start launches this binary as the shim daemon for the container, serving
-// ttrpc on a socket it hands over, and returns that socket's address.
+// ttrpc on a socket it hands over, and returns that socket's address. The
+// containers of one Kubernetes pod share one daemon, as with the runc shim:
+// a container whose bundle names a sandbox (io.kubernetes.cri.sandbox-id)
+// that already has a daemon gets that daemon's address. (containerd 2.x
+// itself sends a pod's containers to the shim of its sandbox without calling
+// start; this covers the cases where it does call it.)
 func (manager) Start(ctx context.Context, opts *bootapi.BootstrapParams) (_ *bootapi.BootstrapResult, retErr error) {
 	ns, err := namespaces.NamespaceRequired(ctx)
 	if err != nil {
@@ -47,15 +54,32 @@ func (manager) Start(ctx context.Context, opts *bootapi.BootstrapParams) (_ *boo
 	id := opts.GetInstanceID()
 	socketDir := opts.GetSocketDir()
 	if socketDir == "" {
-		socketDir = filepath.Join(defaults.DefaultStateDir, "s")
+		socketDir = defaultSocketDir
 	}
-	address, err := shim.CreateSocketAddress(ctx, socketDir, opts.GetContainerdGrpcAddress(), id, false)
+	cwd, err := os.Getwd()
 	if err != nil {
 		return nil, err
 	}
+	address, err := socketAddress(ctx, socketDir, opts.GetContainerdGrpcAddress(), group(cwd, id))
+	if err != nil {
+		return nil, err
+	}
+	result := &bootapi.BootstrapResult{Version: 3, Address: address, Protocol: "ttrpc"}
 	l, err := shim.NewSocket(address)
 	if err != nil {
-		return nil, fmt.Errorf("create shim socket: %w", err)
+		if shim.SocketEaddrinuse(err) && shim.CanConnect(address) {
+			return result, nil // the pod's daemon
+		}
+		if !shim.SocketEaddrinuse(err) {
+			return nil, fmt.Errorf("create shim socket: %w", err)
+		}
+		// A socket left by a daemon that died.
+		if err := shim.RemoveSocket(address); err != nil {
+			return nil, fmt.Errorf("remove stale shim socket: %w", err)
+		}
+		if l, err = shim.NewSocket(address); err != nil {
+			return nil, fmt.Errorf("create shim socket: %w", err)
+		}
 	}
 	defer func() {
 		if retErr != nil {
@@ -73,16 +97,13 @@ func (manager) Start(ctx context.Context, opts *bootapi.BootstrapParams) (_ *boo
 	if err != nil {
 		return nil, err
 	}
-	cwd, err := os.Getwd()
-	if err != nil {
-		return nil, err
-	}
 	args := []string{"-namespace", ns, "-id", id, "-address", opts.GetContainerdGrpcAddress()}
 	if opts.GetLogLevel() <= bootapi.LogLevel_LOG_LEVEL_DEBUG {
 		args = append(args, "-debug")
 	}
 	cmd := exec.Command(self, args...)
 	cmd.Dir = cwd
+	cmd.Env = append(os.Environ(), SocketEnv+"="+address)
 	cmd.ExtraFiles = []*os.File{f} // fd 3: the listening socket
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	if err := cmd.Start(); err != nil {
@@ -93,17 +114,66 @@ func (manager) Start(ctx context.Context, opts *bootapi.BootstrapParams) (_ *boo
 		_ = cmd.Process.Kill()
 		return nil, fmt.Errorf("adjust shim OOM score: %w", err)
 	}
-	return &bootapi.BootstrapResult{Version: 3, Address: address, Protocol: "ttrpc"}, nil
+	return result, nil
+}
+
+// SocketEnv passes the daemon its own socket's address, for it to remove
+// when it exits (see main); the daemon unsets it.
+const SocketEnv = "FEATHER_OSV_SHIM_SOCKET"
+
+// defaultSocketDir is where containerd puts shim sockets by default.
+var defaultSocketDir = filepath.Join(defaults.DefaultStateDir, "s")
+
+// socketKey makes this shim's socket name differ from the one the runc shim
+// computes for the same group (the SHA-256 of ADDRESS/NAMESPACE/GROUP): the
+// daemon starts runc shims for the pod's sandbox and other containers that
+// are not VMs, grouped under the same id.
+const socketKey = "feather-osv"
+
+// socketAddress is the daemon's socket for group.
+func socketAddress(ctx context.Context, socketDir, grpcAddress, group string) (string, error) {
+	return shim.CreateSocketAddress(ctx, socketDir, grpcAddress, group+"/"+socketKey, false)
+}
+
+// group is the id whose daemon runs the container of bundle: its pod's
+// sandbox id (the annotation containerd's CRI sets), else its own id.
+func group(bundle, id string) string {
+	if sb := cri.Read(bundle)[cri.SandboxID]; sb != "" {
+		return sb
+	}
+	return id
 }
 
 // Stop cleans up after a shim that is gone: containerd runs it as
-// `containerd-shim-osv-v1 … delete` in the bundle. The VM's processes died
-// with the shim (they are tied to it) or are killed here; its tap, cgroup,
-// files and root filesystem mount are removed.
+// `containerd-shim-osv-v1 … delete` in the bundle, once per container the
+// daemon ran. A container handed to the runc shim is cleaned up through it
+// (see runcshim.Cleanup). For a VM, its processes died with the shim (they
+// are tied to it) or are killed here; its tap, cgroup, files and root
+// filesystem mount are removed.
 func (manager) Stop(ctx context.Context, id string) (shim.StopStatus, error) {
 	bundle, err := os.Getwd()
 	if err != nil {
 		return shim.StopStatus{}, err
+	}
+	ns, err := namespaces.NamespaceRequired(ctx)
+	if err != nil {
+		return shim.StopStatus{}, err
+	}
+	grpcAddress := ""
+	if f := flag.Lookup("address"); f != nil {
+		grpcAddress = f.Value.String()
+	}
+	socketDir := defaultSocketDir
+	if d, err := os.Readlink(filepath.Join(bundle, "s")); err == nil && d != "" {
+		socketDir = d
+	}
+	// The daemon's socket, unless a daemon of the pod still serves it.
+	if address, err := socketAddress(ctx, socketDir, grpcAddress, group(bundle, id)); err == nil && !shim.CanConnect(address) {
+		_ = shim.RemoveSocket(address)
+	}
+	if runcshim.Delegated(bundle) {
+		return runcshim.Cleanup(ctx, runcshim.Config{Namespace: ns, GRPCAddress: grpcAddress,
+			TTRPCAddress: os.Getenv("TTRPC_ADDRESS"), SocketDir: socketDir, Bundle: bundle}, id, bundle)
 	}
 	if err := mount.UnmountRecursive(filepath.Join(bundle, "rootfs"), 0); err != nil {
 		log.G(ctx).WithError(err).Warn("unmount rootfs")

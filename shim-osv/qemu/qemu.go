@@ -42,6 +42,11 @@ type Config struct {
 	// backs the guest's NIC, whose MAC is MAC.
 	Tap string
 	MAC net.HardwareAddr
+	// FirmwareLog, if set, is a file that gets the firmware's (SeaBIOS's)
+	// debug messages, through QEMU's debug console port 0x402: why a disk
+	// did not boot ("Boot failed: …", "No bootable device."), which
+	// nothing prints on the serial console.
+	FirmwareLog string
 }
 
 // Args returns QEMU's arguments (without the program name). The serial
@@ -94,6 +99,11 @@ func (c Config) Args() ([]string, error) {
 				"-chardev", "socket,id="+id+",path="+escape(sock),
 				"-device", "vhost-user-fs-pci,queue-size=1024,chardev="+id+",tag=virtiofs"+strconv.Itoa(i))
 		}
+	}
+	if c.FirmwareLog != "" {
+		args = append(args,
+			"-chardev", "file,id=firmware,path="+escape(c.FirmwareLog),
+			"-device", "isa-debugcon,iobase=0x402,chardev=firmware")
 	}
 	if c.Tap != "" {
 		args = append(args,

@@ -20,7 +20,7 @@ func TestArgs(t *testing.T) {
 		c    Config
 	}{
 		{"disk-boot-tcg", Config{Name: "feather-c1", Accel: TCG, MemoryMiB: 256, CPUs: 1,
-			Disk: "/run/b/c1/disk.qcow2", QMP: "/run/b/c1/qmp.sock"}},
+			Disk: "/run/b/c1/disk.qcow2", QMP: "/run/b/c1/qmp.sock", FirmwareLog: "firmware.log"}},
 		{"direct-boot-kvm-shares-net", Config{Name: "feather-c2", Accel: KVM, MemoryMiB: 64, CPUs: 2,
 			Disk: "/run/b/c2/disk.qcow2", QMP: "/run/b/c2/qmp.sock",
 			Kernel: "/run/b/c2/rootfs/feather/kernel", Initrd: "/run/b/c2/rootfs/feather/initrd",

@@ -44,15 +44,29 @@ type Plan struct {
 	NetNS       string
 	CgroupsPath string
 	Resources   *specs.LinuxResources
+	// TerminationLog is the host file bind-mounted at
+	// /dev/termination-log, "" if none: the kubelet reads a container's
+	// termination message from it, and the shim writes why a VM failed
+	// there (the guest cannot).
+	TerminationLog string
 }
+
+// TerminationLogPath is where Kubernetes mounts a container's termination
+// message file by default.
+const TerminationLogPath = "/dev/termination-log"
 
 // kubeFiles are the single files Kubernetes bind-mounts into every
 // container. A VM cannot take a single file; these are handled — resolv.conf
-// becomes --nameserver — or have no meaning in the guest, so they are not
-// an error.
+// becomes --nameserver, the termination log gets the failure — or have no
+// meaning in the guest, so they are not an error.
 var kubeFiles = map[string]bool{
-	"/etc/resolv.conf": true, "/etc/hosts": true, "/etc/hostname": true, "/dev/termination-log": true,
+	"/etc/resolv.conf": true, "/etc/hosts": true, "/etc/hostname": true, TerminationLogPath: true,
 }
+
+// kubeDirs are directories containerd's CRI plugin bind-mounts into every
+// container that have no meaning in a VM: /dev/shm is the pod's shared
+// memory, which a guest's own memory cannot share. They are not shared.
+var kubeDirs = map[string]bool{"/dev/shm": true}
 
 // PlanFromSpec derives a Plan from s, or returns an ErrInvalidArgument error
 // saying what a VM cannot do.
@@ -94,8 +108,11 @@ func PlanFromSpec(s *specs.Spec) (Plan, error) {
 		}
 		dest := path.Clean(m.Destination)
 		switch {
+		case fi.IsDir() && kubeDirs[dest]:
 		case fi.IsDir():
 			p.Shares = append(p.Shares, Share{Source: m.Source, Target: dest})
+		case dest == TerminationLogPath:
+			p.TerminationLog = m.Source
 		case dest == "/etc/resolv.conf":
 			ns, err := nameservers(m.Source)
 			if err != nil {

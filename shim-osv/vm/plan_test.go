@@ -68,6 +68,22 @@ func TestPlanFromSpec(t *testing.T) {
 				t.Errorf("nameservers = %v", p.Nameservers)
 			}
 		}, nil},
+		{"cri mounts", func(s *specs.Spec) {
+			// What containerd's CRI plugin adds to a pod's container.
+			s.Mounts = []specs.Mount{
+				{Destination: "/etc/hostname", Type: "bind", Source: file, Options: []string{"rbind", "rprivate", "rw"}},
+				{Destination: "/dev/shm", Type: "bind", Source: data, Options: []string{"rbind", "rprivate", "rw"}},
+				{Destination: "/dev/termination-log", Type: "bind", Source: file, Options: []string{"rbind", "rprivate", "rw"}},
+				{Destination: "/var/run/secrets/kubernetes.io/serviceaccount", Type: "bind", Source: data, Options: []string{"rbind", "rprivate", "ro"}},
+			}
+		}, func(t *testing.T, p Plan) {
+			if !slices.Equal(p.Shares, []Share{{data, "/var/run/secrets/kubernetes.io/serviceaccount"}}) {
+				t.Errorf("shares = %v, want the service account's directory alone", p.Shares)
+			}
+			if p.TerminationLog != file {
+				t.Errorf("termination log = %q, want %q", p.TerminationLog, file)
+			}
+		}, nil},
 		{"single file", func(s *specs.Spec) {
 			s.Mounts = []specs.Mount{{Destination: "/app/config.yaml", Source: file, Options: []string{"bind"}}}
 		}, nil, errdefs.ErrInvalidArgument},

@@ -259,7 +259,7 @@ func (v *VM) boot(ctx context.Context, accel string, pump chan struct{}) error {
 		shares = append(shares, sock)
 	}
 	qc := qemu.Config{Name: "feather-" + v.cfg.ID, Accel: accel, MemoryMiB: v.plan.MemoryMiB, CPUs: v.plan.CPUs,
-		Disk: "disk.qcow2", QMP: "qmp.sock", Shares: shares, Tap: v.tap}
+		Disk: "disk.qcow2", QMP: "qmp.sock", Shares: shares, Tap: v.tap, FirmwareLog: firmwareLog}
 	if v.layout.Kernel != "" {
 		qc.Kernel, qc.Initrd, qc.Append = v.layout.Kernel, v.layout.Initrd, v.cmdline
 	}
@@ -298,7 +298,7 @@ func (v *VM) boot(ctx context.Context, accel string, pump chan struct{}) error {
 	}()
 	dctx, cancel := context.WithTimeout(ctx, socketTimeout)
 	defer cancel()
-	c, err := qmp.Dial(dctx, filepath.Join(v.dir, "qmp.sock"))
+	c, err := qmp.Dial(dctx, socketAddr(filepath.Join(v.dir, "qmp.sock")))
 	if err != nil {
 		return fmt.Errorf("qemu control socket: %w: %s", err, v.stderr.String())
 	}
@@ -346,11 +346,20 @@ func (v *VM) wait(ctx context.Context, cmd *exec.Cmd, pump chan struct{}) {
 		if v.cfg.Stderr != nil {
 			fmt.Fprintf(v.cfg.Stderr, "feather: %s\n", msg)
 		}
+		if v.plan.TerminationLog != "" {
+			// What kubectl shows as the container's termination message.
+			if err := os.WriteFile(v.plan.TerminationLog, []byte(msg+"\n"), 0o644); err != nil {
+				log.G(ctx).WithError(err).Warn("write termination log")
+			}
+		}
 	}
 	v.stopHelpers()
 	if v.qmp != nil {
 		v.qmp.Close()
 	}
+	// The output ends with the VM, as a process's does: whoever reads it
+	// (CRI waits for that before it deletes the task) sees EOF now.
+	v.closeOutputs()
 	v.exitCode, v.exitedAt, v.status = code, time.Now(), Stopped
 	close(v.exited)
 }
@@ -381,8 +390,39 @@ func (v *VM) exitStatus(werr error) (int, string) {
 		}
 		return 0, ""
 	default:
+		if tail == "" {
+			return 1, fmt.Sprintf("the guest did not power off cleanly (%s: failed to boot or crashed); it printed nothing on its console; last firmware lines:\n%s",
+				v.reason, strings.Join(v.firmwareTail(), "\n"))
+		}
 		return 1, fmt.Sprintf("the guest did not power off cleanly (%s: failed to boot or crashed); last console lines:\n%s", v.reason, tail)
 	}
+}
+
+// firmwareLog, in the VM's directory, holds SeaBIOS's debug messages.
+const firmwareLog = "firmware.log"
+
+// firmwareTail returns what SeaBIOS said about booting — the devices it
+// tried ("Booting from …"), why they failed ("Boot failed: …", "No bootable
+// device.") — else its last lines that are not traces.
+func (v *VM) firmwareTail() []string {
+	b, err := os.ReadFile(filepath.Join(v.dir, firmwareLog))
+	if err != nil {
+		return nil
+	}
+	var boot, other []string
+	for _, l := range strings.Split(string(b), "\n") {
+		l = strings.TrimSpace(l)
+		switch {
+		case strings.HasPrefix(l, "Booting from"), strings.HasPrefix(l, "Boot failed"), strings.HasPrefix(l, "No bootable device"):
+			boot = append(boot, l)
+		case l != "" && l != "NULL" && !strings.HasPrefix(l, "enter "):
+			other = append(other, l)
+		}
+	}
+	if len(boot) > 0 {
+		return boot[max(0, len(boot)-4):]
+	}
+	return other[max(0, len(other)-3):]
 }
 
 func exitOr1(code int) int {
@@ -542,12 +582,19 @@ func (v *VM) teardown(ctx context.Context) error {
 		errs = append(errs, v.cg.delete())
 	}
 	errs = append(errs, os.RemoveAll(v.dir))
-	for _, c := range []io.Closer{v.cfg.Stdout, v.cfg.Stderr} {
-		if c != nil {
-			c.Close()
+	v.closeOutputs()
+	return errors.Join(errs...)
+}
+
+// closeOutputs closes the VM's stdout and stderr, once. Called with mu
+// held.
+func (v *VM) closeOutputs() {
+	for _, c := range []*io.WriteCloser{&v.cfg.Stdout, &v.cfg.Stderr} {
+		if *c != nil {
+			(*c).Close()
+			*c = nil
 		}
 	}
-	return errors.Join(errs...)
 }
 
 // stopProcesses kills QEMU and virtiofsd, if running, and reaps them.
@@ -626,25 +673,32 @@ func Cleanup(ctx context.Context, bundle string) error {
 }
 
 // listenUnix makes a listening unix socket at path and returns it as a
-// file to hand to a child. A path too long for a socket address is made
-// relative to the working directory (the bundle, where the shim runs).
+// file to hand to a child.
 func listenUnix(path string) (*os.File, error) {
 	_ = os.Remove(path)
-	addr := path
-	if len(addr) > 100 {
-		if cwd, err := os.Getwd(); err == nil {
-			if rel, err := filepath.Rel(cwd, path); err == nil {
-				addr = rel
-			}
-		}
-	}
-	l, err := net.ListenUnix("unix", &net.UnixAddr{Name: addr, Net: "unix"})
+	l, err := net.ListenUnix("unix", &net.UnixAddr{Name: socketAddr(path), Net: "unix"})
 	if err != nil {
 		return nil, err
 	}
 	l.SetUnlinkOnClose(false)
 	defer l.Close()
 	return l.File()
+}
+
+// socketAddr returns path, or, when it is too long for a socket address
+// (108 bytes; a CRI container's bundle path alone takes ~140), path made
+// relative to the working directory: the shim runs in the bundle of its
+// first container, and the bundles of a pod's containers are siblings.
+func socketAddr(path string) string {
+	if len(path) <= 100 {
+		return path
+	}
+	if cwd, err := os.Getwd(); err == nil {
+		if rel, err := filepath.Rel(cwd, path); err == nil {
+			return rel
+		}
+	}
+	return path
 }
 
 // tailBuffer keeps the last max bytes written to it.
