@@ -147,6 +147,7 @@ func TestOSvBadInput(t *testing.T) {
 		"docker.io/feather/wasm:test":    {map[string]string{vmimage.LabelBackend: "wasm"}, bootSector()},
 		"docker.io/feather/firecr:test":  {map[string]string{vmimage.LabelBackend: "osv", vmimage.LabelRuntime: "firecracker"}, bootSector()},
 		"docker.io/feather/corrupt:test": {vmimage.Kind{Backend: vmimage.BackendOSV, Runtime: vmimage.RuntimeQEMU}.Labels(), bytes.Repeat([]byte{0xab}, 1<<20)},
+		"docker.io/feather/nodisk:test":  {vmimage.Kind{Backend: vmimage.BackendOSV, Runtime: vmimage.RuntimeQEMU}.Labels(), nil},
 	} {
 		p := filepath.Join(dir, strings.NewReplacer("/", "_", ":", "_").Replace(ref)+".tar")
 		if err := writeVMImage(p, ref, img.labels, img.disk); err != nil {
@@ -165,7 +166,7 @@ func TestOSvBadInput(t *testing.T) {
 		args []string
 		want string
 	}{
-		{"no disk", []string{"docker.io/feather/busybox:test", "bad-nodisk", "/bin/true"}, "no VM disk"},
+		{"no disk", []string{"docker.io/feather/nodisk:test", "bad-nodisk", "/x"}, "no VM disk"},
 		{"unknown backend", []string{"docker.io/feather/wasm:test", "bad-backend", "/x"}, "unknown backend"},
 		{"unknown runtime", []string{"docker.io/feather/firecr:test", "bad-runtime", "/x"}, "unknown runtime"},
 		{"command line too long", []string{directRef, "bad-long", "/args", long}, "over the limit"},
@@ -177,6 +178,10 @@ func TestOSvBadInput(t *testing.T) {
 				t.Errorf("ctr run: exit %d, output lacks %q:\n%s", code, tc.want, out)
 			}
 		})
+	}
+	// An image that is no VM image runs as a container, through runc.
+	if out, code := ctrRun(ctx, t, ctrd, "docker.io/feather/busybox:test", "container", "/bin/echo", "hello from runc"); code != 0 || out != "hello from runc\n" {
+		t.Errorf("busybox under the OSv runtime: exit %d, output %q", code, out)
 	}
 	out, err := ctrd.Ctr(ctx, "-n", ns, "container", "ls", "-q")
 	if err != nil || strings.TrimSpace(out) != "" {
@@ -225,13 +230,16 @@ func bootSector() []byte {
 	return b
 }
 
-// writeVMImage writes an image with disk at vmimage.DiskPath and labels.
+// writeVMImage writes an image with disk at vmimage.DiskPath (none if
+// disk is nil) and labels.
 func writeVMImage(path, ref string, labels map[string]string, disk []byte) error {
 	var layer bytes.Buffer
 	tw := tar.NewWriter(&layer)
 	tw.WriteHeader(&tar.Header{Typeflag: tar.TypeDir, Name: "feather/", Mode: 0o755, ModTime: ocilayout.Epoch})
-	tw.WriteHeader(&tar.Header{Typeflag: tar.TypeReg, Name: vmimage.DiskPath, Mode: 0o644, Size: int64(len(disk)), ModTime: ocilayout.Epoch})
-	tw.Write(disk)
+	if disk != nil {
+		tw.WriteHeader(&tar.Header{Typeflag: tar.TypeReg, Name: vmimage.DiskPath, Mode: 0o644, Size: int64(len(disk)), ModTime: ocilayout.Epoch})
+		tw.Write(disk)
+	}
 	if err := tw.Close(); err != nil {
 		return err
 	}

@@ -49,19 +49,24 @@ type ContainerdOptions struct {
 	// directories in containerd's PATH (which its shims inherit), e.g. to
 	// run a shim without one of the host's tools.
 	HostPath string
+	// CRI, when set, enables containerd's CRI plugin, for a kubelet.
+	CRI *CRIOptions
 }
 
-// The daemon's config: version 3 is containerd 2.x's. CRI and NRI are off —
-// tests drive containerd through its own API — and so are the snapshotters
-// this machine cannot serve, to keep the log to what matters.
+// The daemon's config: version 3 is containerd 2.x's. CRI (unless asked
+// for) and NRI are off — tests drive containerd through its own API — and so
+// are the snapshotters this machine cannot serve, to keep the log to what
+// matters.
 var containerdConfig = template.Must(template.New("config").Parse(`version = 3
 root = "{{.Dir}}/root"
 state = "{{.Dir}}/state"
 temp = "{{.Dir}}/tmp"
 disabled_plugins = [
+{{- if not .CRI}}
   "io.containerd.grpc.v1.cri",
   "io.containerd.cri.v1.images",
   "io.containerd.cri.v1.runtime",
+{{- end}}
   "io.containerd.nri.v1.nri",
   "io.containerd.snapshotter.v1.btrfs",
   "io.containerd.snapshotter.v1.zfs",
@@ -85,6 +90,7 @@ disabled_plugins = [
 [plugins."io.containerd.image-verifier.v1.bindir"]
   bin_dir = "{{.Dir}}/image-verifier"
 
+{{.CRI}}
 {{.Extra}}
 `))
 
@@ -115,7 +121,11 @@ func (c *Containerd) start(ctx context.Context, bin string, opts ContainerdOptio
 		return err
 	}
 	var cfg strings.Builder
-	if err := containerdConfig.Execute(&cfg, struct{ Dir, Extra string }{c.Dir, opts.Config}); err != nil {
+	criConfig, err := opts.CRI.config(c.Dir)
+	if err != nil {
+		return err
+	}
+	if err := containerdConfig.Execute(&cfg, struct{ Dir, CRI, Extra string }{c.Dir, criConfig, opts.Config}); err != nil {
 		return err
 	}
 	if err := os.WriteFile(c.Config, []byte(cfg.String()), 0o600); err != nil {
@@ -274,10 +284,10 @@ const (
 
 // sweepTasks removes what the shims of the tasks still recorded under the
 // containerd of harness tree dir — one that was killed, not stopped — left
-// outside the tree: their sockets (in runDir/s, named as containerd names
-// them: the SHA-256 of ADDRESS/NS/ID, and of ADDRESS/NS/ID/debug), runc's
-// state (runDir/runc/NS/ID) and the tasks' cgroups (cgroups/*/NS/ID and
-// cgroups/NS/ID). Their processes must be gone first. It returns an error
+// outside the tree: their sockets (in runDir/s, named as the shims name
+// them: the SHA-256 of ADDRESS/NS/ID, of ADDRESS/NS/ID/debug and of
+// ADDRESS/NS/ID/feather-osv), runc's state (runDir/runc/NS/ID) and the
+// tasks' cgroups (cgroups/*/NS/ID and cgroups/NS/ID). Their processes must be gone first. It returns an error
 // naming each task: after an orderly stop there is none.
 func sweepTasks(dir, runDir, cgroups string) error {
 	cdir := filepath.Join(dir, "containerd")
@@ -286,7 +296,9 @@ func sweepTasks(dir, runDir, cgroups string) error {
 	var errs []error
 	for _, b := range bundles {
 		id, ns := filepath.Base(b), filepath.Base(filepath.Dir(b))
-		for _, p := range []string{filepath.Join(address, ns, id), filepath.Join(address, ns, id, "debug")} {
+		// The runc shim's (and its debug socket), and the OSv shim's, which
+		// shim-osv/manager keys ID/feather-osv.
+		for _, p := range []string{filepath.Join(address, ns, id), filepath.Join(address, ns, id, "debug"), filepath.Join(address, ns, id, "feather-osv")} {
 			_ = os.Remove(filepath.Join(runDir, "s", fmt.Sprintf("%x", sha256.Sum256([]byte(p)))))
 		}
 		_ = os.RemoveAll(filepath.Join(runDir, "runc", ns, id))

@@ -23,6 +23,17 @@ const busyboxPath = "/bin/busybox"
 // (/bin/sh, /bin/echo, …), named ref (e.g. "docker.io/feather/busybox:test").
 // It needs no network: the image is made from the local busybox-static.
 func WriteBusyboxImage(path, ref string) error {
+	return writeBusybox(path, ref, ocispec.ImageConfig{Env: []string{"PATH=/bin"}, Cmd: []string{"/bin/sh"}})
+}
+
+// WritePauseImage writes, like WriteBusyboxImage, an image whose program
+// sleeps until killed: a pod sandbox ("pause") image for containerd's CRI
+// plugin, which cannot pull registry.k8s.io/pause here.
+func WritePauseImage(path, ref string) error {
+	return writeBusybox(path, ref, ocispec.ImageConfig{Env: []string{"PATH=/bin"}, Entrypoint: []string{"/bin/sleep", "infinity"}})
+}
+
+func writeBusybox(path, ref string, cfg ocispec.ImageConfig) error {
 	bb, err := os.ReadFile(busyboxPath)
 	if err != nil {
 		return fmt.Errorf("busybox image: %w (run `make deps`: Debian package busybox-static)", err)
@@ -62,11 +73,8 @@ func WriteBusyboxImage(path, ref string) error {
 	config := ocispec.Image{
 		Created:  &ocilayout.Epoch,
 		Platform: ocispec.Platform{OS: "linux", Architecture: runtime.GOARCH},
-		Config: ocispec.ImageConfig{
-			Env: []string{"PATH=/bin"},
-			Cmd: []string{"/bin/sh"},
-		},
-		RootFS: ocispec.RootFS{Type: "layers", DiffIDs: []digest.Digest{digest.FromBytes(layer.Bytes())}},
+		Config:   cfg,
+		RootFS:   ocispec.RootFS{Type: "layers", DiffIDs: []digest.Digest{digest.FromBytes(layer.Bytes())}},
 	}
 	return ocilayout.WriteFile(path, ref, config, [][]byte{layer.Bytes()})
 }
