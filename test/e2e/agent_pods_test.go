@@ -306,6 +306,18 @@ func TestAgentPods(t *testing.T) {
 			t.Errorf("pod with key path ../../x: %v", err)
 		}
 
+		// Two unikernels in one pod: the first owns the pod's network, the
+		// second is refused with the reason.
+		c.create(ctx, t, newPod("twovms", corev1.RestartPolicyAlways,
+			corev1.Container{Name: "first", Image: c.unikernel, Args: []string{"/sleep", "600"}},
+			corev1.Container{Name: "second", Image: c.unikernel, Args: []string{"/sleep", "600"}}))
+		c.waitPod(t, "twovms", time.Minute, func(p *corev1.Pod) bool {
+			st := p.Status.ContainerStatuses
+			return len(st) == 2 && st[0].State.Running != nil && st[1].State.Waiting != nil &&
+				st[1].State.Waiting.Reason == "CreateContainerConfigError" &&
+				strings.Contains(st[1].State.Waiting.Message, "one unikernel per pod")
+		})
+
 		// More memory than the node has: bound to the node directly, as the
 		// scheduler would not place it, and rejected like kubelet does.
 		p = newPod("toobig", corev1.RestartPolicyAlways, corev1.Container{Name: "c", Image: c.busybox, Command: sh("sleep 3600"),
