@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -273,6 +274,58 @@ func TestCRI(t *testing.T) {
 			t.Errorf("crictl exec: %q, %v", out, err)
 		}
 		if err := n.kube.CoreV1().Pods("default").Delete(ctx, "plain", metav1.DeleteOptions{}); err != nil {
+			t.Fatal(err)
+		}
+	})
+
+	t.Run("shim killed", func(t *testing.T) {
+		// The pod's shim dies: containerd runs `containerd-shim-osv-v1
+		// delete` for its containers, which removes them through the runc
+		// shim, which then exits; the kubelet starts the pod anew.
+		n.create(ctx, t, criPod("crash", "osv", corev1.RestartPolicyAlways, corev1.Container{Name: "c", Image: n.busybox,
+			Command: sh("exec sleep 3600")}))
+		n.waitPod(t, "crash", 2*time.Minute, phase(corev1.PodRunning))
+		var pods struct {
+			Items []struct{ ID string } `json:"items"`
+		}
+		n.crictl(ctx, t, &pods, "pods", "--name", "^crash$", "--state", "ready", "-o", "json")
+		if len(pods.Items) != 1 {
+			t.Fatalf("crictl pods: %+v", pods)
+		}
+		sandbox := pods.Items[0].ID
+		shims := func(name string) []leak.Proc {
+			ps, _ := leak.Named(name)
+			var out []leak.Proc
+			for _, p := range ps {
+				if strings.Contains(p.Cmdline, sandbox) {
+					out = append(out, p)
+				}
+			}
+			return out
+		}
+		osvShim, runcShim := shims("containerd-shim-osv-v1"), shims("containerd-shim-runc-v2")
+		if len(osvShim) != 1 || len(runcShim) != 1 {
+			t.Fatalf("shims of sandbox %s: %v, %v; want one of each", sandbox, osvShim, runcShim)
+		}
+		if err := syscall.Kill(osvShim[0].Pid, syscall.SIGKILL); err != nil {
+			t.Fatal(err)
+		}
+		var last string
+		waitFor(t, "the runc shim gone with its containers", time.Minute, func(ctx context.Context) (bool, error) {
+			left := shims("containerd-shim-runc-v2")
+			last = fmt.Sprint(left)
+			return len(left) == 0, nil
+		}, &last)
+		waitFor(t, "pod crash running again in a new sandbox", 2*time.Minute, func(ctx context.Context) (bool, error) {
+			var now struct {
+				Items []struct{ ID string } `json:"items"`
+			}
+			n.crictl(ctx, t, &now, "pods", "--name", "^crash$", "--state", "ready", "-o", "json")
+			p := n.pod(ctx, t, "crash")
+			last = fmt.Sprintf("sandboxes %+v, phase %s", now.Items, p.Status.Phase)
+			return len(now.Items) == 1 && now.Items[0].ID != sandbox && p.Status.Phase == corev1.PodRunning, nil
+		}, &last)
+		if err := n.kube.CoreV1().Pods("default").Delete(ctx, "crash", metav1.DeleteOptions{}); err != nil {
 			t.Fatal(err)
 		}
 	})
