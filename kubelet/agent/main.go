@@ -78,6 +78,7 @@ func Main(args []string) int {
 			return 2
 		}
 	}
+	_ = log.SetFormat(log.TextFormat) // nanosecond timestamps, as containerd logs
 	if err := log.SetLevel(*level); err != nil {
 		fmt.Fprintln(os.Stderr, "feather:", err)
 		return 2

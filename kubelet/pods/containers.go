@@ -251,6 +251,7 @@ func (w *worker) start(ctx context.Context, pod *corev1.Pod, c *corev1.Container
 	if err != nil {
 		return fmt.Errorf("create container %s: %w", c.Name, err)
 	}
+	w.log.WithField("container", id).WithField("runtime", runtime).Debug("container created")
 	p.events.Event(pod, corev1.EventTypeNormal, "Created", "Created container "+c.Name)
 	logPath := logs.Path(p.podLogDir(pod), c.Name, attempt)
 	if err := os.MkdirAll(strings.TrimSuffix(logPath, "/"+fmt.Sprint(attempt)+".log"), 0o755); err != nil {
@@ -270,6 +271,7 @@ func (w *worker) start(ctx context.Context, pod *corev1.Pod, c *corev1.Container
 		_ = p.removeContainer(ctx, id)
 		return fmt.Errorf("start %s: %w", c.Name, err)
 	}
+	w.log.WithField("container", id).Debug("task started")
 	p.events.Event(pod, corev1.EventTypeNormal, "Started", "Started container "+c.Name)
 	return nil
 }

@@ -355,6 +355,7 @@ func (w *worker) publish(pod *corev1.Pod, insts []instance) {
 	if !same {
 		out := pod.DeepCopy()
 		out.Status = st
+		w.log.WithField("phase", st.Phase).Debug("status published")
 		w.p.publish(out)
 	}
 }
