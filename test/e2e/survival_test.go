@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/containerd/containerd/v2/pkg/namespaces"
+	"github.com/containerd/errdefs"
 
 	"github.com/feather-edge/feather/test/leak"
 )
@@ -97,14 +98,16 @@ func TestOSvSurvival(t *testing.T) {
 		t.Fatal("containerd did not report the task exited after its shim was killed")
 	}
 	// containerd cleans up after the dead shim by running `shim delete`
-	// in the background; wait for it to finish.
+	// in the background, and then drops the task: wait for both (the exit
+	// above comes as soon as the shim's connection breaks, before that).
 	deadline := time.Now().Add(30 * time.Second)
 	for {
 		procs, err := leak.Processes(env.Dir)
 		if err != nil {
 			t.Fatal(err)
 		}
-		if !slices.ContainsFunc(procs, func(p leak.Proc) bool { return strings.Contains(p.Cmdline, "-id victim") }) {
+		_, serr := victim.Status(nctx)
+		if errdefs.IsNotFound(serr) && !slices.ContainsFunc(procs, func(p leak.Proc) bool { return strings.Contains(p.Cmdline, "-id victim") }) {
 			break
 		}
 		if time.Now().After(deadline) {
