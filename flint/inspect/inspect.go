@@ -21,6 +21,7 @@ import (
 	"github.com/opencontainers/go-digest"
 
 	"github.com/feather-edge/feather/flint/image"
+	"github.com/feather-edge/feather/flint/progress"
 	"github.com/feather-edge/feather/vmimage"
 )
 
@@ -226,17 +227,17 @@ func (r Report) WriteText(w io.Writer) error {
 		row("WorkingDir", "%s", r.WorkingDir)
 	}
 	if r.Disk != nil {
-		row("Disk", "/%s, %s, virtual size %s, %s in the image", vmimage.DiskPath, r.Disk.Format, bytesize(r.Disk.VirtualSize), bytesize(r.Disk.Size))
+		row("Disk", "/%s, %s, virtual size %s, %s in the image", vmimage.DiskPath, r.Disk.Format, progress.Bytes(r.Disk.VirtualSize), progress.Bytes(r.Disk.Size))
 	} else {
 		row("Disk", "none")
 	}
 	if r.Kernel != nil {
-		row("Kernel", "/%s, %s, %s (direct boot)", vmimage.KernelPath, r.Kernel.Format, bytesize(r.Kernel.Size))
+		row("Kernel", "/%s, %s, %s (direct boot)", vmimage.KernelPath, r.Kernel.Format, progress.Bytes(r.Kernel.Size))
 	} else {
 		row("Kernel", "none (boots from the disk)")
 	}
 	if r.Initrd != nil {
-		row("Initrd", "/%s, %s", vmimage.InitrdPath, bytesize(r.Initrd.Size))
+		row("Initrd", "/%s, %s", vmimage.InitrdPath, progress.Bytes(r.Initrd.Size))
 	}
 	for _, k := range slices.Sorted(maps.Keys(r.Labels)) {
 		row("Label", "%s=%s", k, r.Labels[k])
@@ -244,9 +245,9 @@ func (r Report) WriteText(w io.Writer) error {
 	for _, k := range slices.Sorted(maps.Keys(r.Annotations)) {
 		row("Annotation", "%s=%s", k, r.Annotations[k])
 	}
-	row("Size", "%s (%d bytes, compressed)", bytesize(r.Size), r.Size)
+	row("Size", "%s (%d bytes, compressed)", progress.Bytes(r.Size), r.Size)
 	for i, l := range r.Layers {
-		row(fmt.Sprintf("Layer %d", i), "%s  %s  %s", l.Digest, bytesize(l.Size), strings.Join(l.Files, " "))
+		row(fmt.Sprintf("Layer %d", i), "%s  %s  %s", l.Digest, progress.Bytes(l.Size), strings.Join(l.Files, " "))
 	}
 	for _, e := range r.Errors {
 		row("Problem", "%s", e)
@@ -264,18 +265,4 @@ func quoteWords(words []string) string {
 		out[i] = w
 	}
 	return strings.Join(out, " ")
-}
-
-// bytesize renders n bytes in binary units.
-func bytesize(n int64) string {
-	const unit = 1024
-	if n < unit {
-		return fmt.Sprintf("%d B", n)
-	}
-	div, exp := int64(unit), 0
-	for m := n / unit; m >= unit; m /= unit {
-		div *= unit
-		exp++
-	}
-	return fmt.Sprintf("%.1f %ciB", float64(n)/float64(div), "KMGTPE"[exp])
 }

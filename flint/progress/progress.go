@@ -109,7 +109,7 @@ func (b *Bars) Done(id, status string) {
 		if status != "done" {
 			word = status
 		}
-		fmt.Fprintf(b.w, "%-8s %s (%s)\n", word, x.label, size(x.total))
+		fmt.Fprintf(b.w, "%-8s %s (%s)\n", word, x.label, Bytes(x.total))
 	}
 }
 
@@ -160,10 +160,11 @@ func line(x *bar) string {
 	if status == "" {
 		status = fmt.Sprintf("%3.0f%%", frac*100)
 	}
-	return fmt.Sprintf("%-24s [%s%s] %10s / %-10s %s", x.label, strings.Repeat("=", fill), strings.Repeat(" ", width-fill), size(x.n), size(x.total), status)
+	return fmt.Sprintf("%-24s [%s%s] %10s / %-10s %s", x.label, strings.Repeat("=", fill), strings.Repeat(" ", width-fill), Bytes(x.n), Bytes(x.total), status)
 }
 
-func size(n int64) string {
+// Bytes renders n bytes in binary units ("512 B", "1.5 MiB").
+func Bytes(n int64) string {
 	const unit = 1024
 	if n < unit {
 		return fmt.Sprintf("%d B", n)

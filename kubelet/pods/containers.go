@@ -137,18 +137,28 @@ func (p *Provider) watch(ctx context.Context, task client.Task, id string, wake 
 	}()
 }
 
-// waitExit returns when container id's task has exited or ctx ends.
-func (p *Provider) waitExit(ctx context.Context, id string) {
-	ctx = p.ctx(ctx)
+// taskExit returns container id's task and the channel its exit status
+// arrives on.
+func (p *Provider) taskExit(ctx context.Context, id string) (client.Task, <-chan client.ExitStatus, error) {
 	c, err := p.cd.LoadContainer(ctx, id)
 	if err != nil {
-		return
+		return nil, nil, err
 	}
 	task, err := c.Task(ctx, nil)
 	if err != nil {
-		return
+		return nil, nil, err
 	}
 	ch, err := task.Wait(ctx)
+	if err != nil {
+		return nil, nil, err
+	}
+	return task, ch, nil
+}
+
+// waitExit returns when container id's task has exited or ctx ends.
+func (p *Provider) waitExit(ctx context.Context, id string) {
+	ctx = p.ctx(ctx)
+	_, ch, err := p.taskExit(ctx, id)
 	if err != nil {
 		return
 	}
@@ -160,15 +170,7 @@ func (p *Provider) waitExit(ctx context.Context, id string) {
 
 // kill stops container id's task: SIGTERM, then SIGKILL after grace.
 func (p *Provider) kill(ctx context.Context, id string, grace time.Duration) {
-	c, err := p.cd.LoadContainer(ctx, id)
-	if err != nil {
-		return
-	}
-	task, err := c.Task(ctx, nil)
-	if err != nil {
-		return
-	}
-	ch, err := task.Wait(ctx)
+	task, ch, err := p.taskExit(ctx, id)
 	if err != nil {
 		return
 	}
