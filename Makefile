@@ -1,11 +1,15 @@
 # Feather. `make help` lists the targets; `make test` is what CI runs (.ci/run).
 
 GO ?= go
+# One build configuration for everything — Feather's binaries, vet, tests and the pinned tools that make deps
+# builds: no cgo, trimmed paths. So each package is compiled once and shared through the Go build cache.
+export CGO_ENABLED = 0
+export GOFLAGS = -trimpath -buildvcs=false
 # Feather's binaries: static (no libc pages in every shim), no symbol tables.
-BINFLAGS = -trimpath -ldflags='-s -w'
+BINFLAGS = -ldflags='-s -w'
 
 .DEFAULT_GOAL := help
-.PHONY: help deps guest build lint test bench up down clean
+.PHONY: help deps deps-up guest build lint test bench up down clean
 
 help: ## List the targets
 	@awk 'BEGIN { FS = ":.*## " } /^[a-zA-Z_-]+:.*## / { printf "  %-7s %s\n", $$1, $$2 }' $(MAKEFILE_LIST)
@@ -13,15 +17,19 @@ help: ## List the targets
 deps: ## Install Debian packages and build pinned tools into _output/bin (cached; a second run takes seconds)
 	test/tools/deps.sh
 
+# What make up's cluster runs, without what only tests need (the upstream kubelet, crictl).
+deps-up:
+	test/tools/deps.sh up
+
 guest: ## Build the OSv-protocol test guest images into _output/guest (cached; a second run takes seconds)
 	shim-osv/testguest/build.sh
 
 build: ## Build all packages, and Feather's binaries into bin/
 	$(GO) build ./...
-	CGO_ENABLED=0 $(GO) build $(BINFLAGS) -o bin/ ./shim-osv/cmd/containerd-shim-osv-v1
-	CGO_ENABLED=0 $(GO) build $(BINFLAGS) -o bin/ ./flint/cmd/flint
-	CGO_ENABLED=0 $(GO) build $(BINFLAGS) -o bin/ ./kubelet/cmd/feather
-	CGO_ENABLED=0 $(GO) build $(BINFLAGS) -o bin/ ./kubelet/cmd/feather-cri-log
+	$(GO) build $(BINFLAGS) -o bin/ ./shim-osv/cmd/containerd-shim-osv-v1
+	$(GO) build $(BINFLAGS) -o bin/ ./flint/cmd/flint
+	$(GO) build $(BINFLAGS) -o bin/ ./kubelet/cmd/feather
+	$(GO) build $(BINFLAGS) -o bin/ ./kubelet/cmd/feather-cri-log
 
 lint: ## Check formatting of tracked .go files (gofmt) and run go vet
 	@files=$$(git ls-files '*.go'); \
@@ -39,7 +47,7 @@ test: deps guest build lint ## Everything CI runs: deps, guest images, lint, all
 bench: ## Run the benchmarks once each; they print tables of measured figures
 	$(GO) test -p 1 -run '^$$' -bench . -benchtime 1x ./...
 
-up: deps guest build ## Start a local cluster (control plane, containerd, agent) running a container and a unikernel Deployment; it runs until make down
+up: deps-up guest build ## Start a local cluster (control plane, containerd, agent) running a container and a unikernel Deployment; it runs until make down
 	$(GO) build -o _output/bin/feather-up ./test/cmd/feather-up
 	_output/bin/feather-up up
 

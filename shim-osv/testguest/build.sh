@@ -25,15 +25,37 @@ IMAGES=("$OUT/testguest-direct.oci.tar" "$OUT/testguest-disk.oci.tar")
 
 say() { printf 'guest: %s\n' "$*"; }
 die() { printf 'make guest: %s\n' "$*" >&2; exit 1; }
+# Any other failing command names itself: the step, its line and its status.
+set -E
+trap 'rc=$?; die "step failed (exit $rc) at build.sh line $LINENO: $BASH_COMMAND"' ERR
 
 for c in go apt-cache apt-get dpkg-deb dpkg-query sha256sum; do
 	command -v "$c" >/dev/null 2>&1 || die "$c not found: the test guest is built on Debian 12 with Go; fix: run make deps"
 done
 
 # The kernel: the package the metapackage depends on, at its candidate version.
-KPKG=$(apt-cache depends "$KERNEL_META" 2>/dev/null | awk '$1 == "Depends:" && $2 ~ /^linux-image-/ { print $2; exit }')
+# apt-cache's output is read whole before it is searched: a reader that stops
+# early (awk's exit, grep -q, head) would kill apt-cache with SIGPIPE, which
+# pipefail turns into a failure of the whole script.
+depends=$(apt-cache depends "$KERNEL_META" 2>&1) ||
+	die "apt-cache depends $KERNEL_META failed: $depends; fix: apt-get update (Debian 12 main must be in the apt sources)"
+KPKG=
+while read -r field value _; do
+	if [[ $field == Depends: && $value == linux-image-* ]]; then
+		KPKG=$value
+		break
+	fi
+done <<<"$depends"
 [[ -n $KPKG ]] || die "cannot resolve $KERNEL_META to a kernel package; fix: apt-get update (Debian 12 main must be in the apt sources)"
-KVER=$(apt-cache show --no-all-versions "$KPKG" | awk '$1 == "Version:" { print $2; exit }')
+show=$(apt-cache show --no-all-versions "$KPKG" 2>&1) ||
+	die "apt-cache show $KPKG failed: $show; fix: apt-get update"
+KVER=
+while read -r field value _; do
+	if [[ $field == Version: ]]; then
+		KVER=$value
+		break
+	fi
+done <<<"$show"
 [[ -n $KVER ]] || die "no version of $KPKG known to apt; fix: apt-get update"
 
 # The key: everything that goes into the images.

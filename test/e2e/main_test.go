@@ -16,7 +16,8 @@ var vmProcesses = []string{"qemu-system-x86_64", "virtiofsd"}
 
 // TestMain runs the suite and then checks that, all tests together, it left
 // no qemu, virtiofsd, network link (tap, veth), test network namespace,
-// mount or harness directory behind, whatever was there before it started.
+// mount, harness directory or file of a kubelet's outside its --root-dir
+// (/var/lib/kubelet) behind, whatever was there before it started.
 func TestMain(m *testing.M) {
 	before, err := snapshot()
 	if err != nil {
@@ -38,10 +39,11 @@ type state struct {
 	netns  map[string]bool
 	tmp    map[string]bool
 	mounts map[string]bool
+	files  map[string]bool // under /var/lib/kubelet
 }
 
 func snapshot() (*state, error) {
-	s := &state{pids: map[int]bool{}, netns: map[string]bool{}, tmp: map[string]bool{}, mounts: map[string]bool{}}
+	s := &state{pids: map[int]bool{}, netns: map[string]bool{}, tmp: map[string]bool{}, mounts: map[string]bool{}, files: map[string]bool{}}
 	procs, err := leak.Named(vmProcesses...)
 	if err != nil {
 		return nil, err
@@ -58,7 +60,16 @@ func snapshot() (*state, error) {
 	if err != nil {
 		return nil, err
 	}
-	for set, names := range map[*map[string]bool][]string{&s.netns: ns, &s.tmp: tmp, &s.mounts: mounts} {
+	// The upstream kubelet keeps its device manager's socket in
+	// /var/lib/kubelet/device-plugins whatever its --root-dir.
+	var files []string
+	_ = filepath.WalkDir("/var/lib/kubelet", func(path string, _ os.DirEntry, err error) error {
+		if err == nil {
+			files = append(files, path)
+		}
+		return nil
+	})
+	for set, names := range map[*map[string]bool][]string{&s.netns: ns, &s.tmp: tmp, &s.mounts: mounts, &s.files: files} {
 		for _, n := range names {
 			(*set)[n] = true
 		}
@@ -87,6 +98,7 @@ func (s *state) leaks() error {
 		{"network namespace", s.netns, now.netns},
 		{"directory", s.tmp, now.tmp},
 		{"mount", s.mounts, now.mounts},
+		{"file", s.files, now.files},
 	} {
 		for n := range c.isNow {
 			if !c.was[n] {

@@ -20,6 +20,9 @@ type AgentOptions struct {
 	Name string
 	// Args are extra command-line flags for the agent.
 	Args []string
+	// Address is the node's InternalIP (--node-ip); nil makes a NodeAddress
+	// of its own for the agent.
+	Address *NodeAddress
 }
 
 // Agent is a running Feather agent (bin/feather) registered as a node of a
@@ -31,14 +34,16 @@ type Agent struct {
 	Port int
 	// Network is its pod network, which no other agent shares.
 	Network *AgentNetwork
+	// Address is its node's InternalIP, on a link of its own.
+	Address *NodeAddress
 
 	env  *Env
 	argv []string
 	proc *Process
 }
 
-// StartAgent starts the agent with the node identity system:node:NAME, on
-// 127.0.0.1, approves its kubelet-serving CSRs as a cluster admin would, and
+// StartAgent starts the agent with the node identity system:node:NAME and
+// InternalIP opts.Address (a NodeAddress of its own by default), approves its kubelet-serving CSRs as a cluster admin would, and
 // returns once its Node is Ready. It fails the test if that does not happen.
 func (e *Env) StartAgent(cp *ControlPlane, ctrd *Containerd, opts AgentOptions) *Agent {
 	e.t.Helper()
@@ -54,12 +59,15 @@ func (e *Env) StartAgent(cp *ControlPlane, ctrd *Containerd, opts AgentOptions) 
 	if err != nil {
 		e.t.Fatalf("harness: agent: %v", err)
 	}
-	a := &Agent{Name: opts.Name, Dir: filepath.Join(e.Dir, "agent-"+opts.Name), Port: ports[0], env: e}
+	if opts.Address == nil {
+		opts.Address = e.NodeAddress()
+	}
+	a := &Agent{Name: opts.Name, Dir: filepath.Join(e.Dir, "agent-"+opts.Name), Port: ports[0], Address: opts.Address, env: e}
 	if a.Network, err = newAgentNetwork(filepath.Join(a.Dir, "cni", "net.d")); err != nil {
 		e.t.Fatalf("harness: agent: %v", err)
 	}
 	a.argv = append([]string{bin,
-		"--kubeconfig", kubeconfig, "--node-name", opts.Name, "--node-ip", "127.0.0.1",
+		"--kubeconfig", kubeconfig, "--node-name", opts.Name, "--node-ip", opts.Address.IP.String(),
 		"--port", strconv.Itoa(a.Port), "--containerd", ctrd.Address,
 		"--log-dir", filepath.Join(a.Dir, "logs"), "--state-dir", filepath.Join(a.Dir, "state"),
 		"--run-dir", filepath.Join(a.Dir, "run"), "--log-level", "debug"}, a.Network.args()...)

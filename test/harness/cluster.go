@@ -23,6 +23,9 @@ type Cluster struct {
 	Containerd   *Containerd
 	Registry     *Registry
 	Agent        *Agent
+	// DNS and KubeProxy run when ClusterOptions.Services is set, else nil.
+	DNS       *DNS
+	KubeProxy *KubeProxy
 	// Kube is a cluster-admin client.
 	Kube kubernetes.Interface
 	// Busybox and Unikernel are image references in Registry: Debian's
@@ -35,6 +38,12 @@ type Cluster struct {
 type ClusterOptions struct {
 	// Agent configures the agent (its node name, extra flags).
 	Agent AgentOptions
+	// Services adds what Services need, as on a real cluster: kube-proxy for
+	// the agent's node, and the cluster DNS (CoreDNS behind Service
+	// kube-system/kube-dns, ClusterDNSIP) that the agent's pods resolve
+	// through. kube-proxy owns the host's KUBE-* iptables chains, so only one
+	// cluster of the host may have Services at a time.
+	Services bool
 }
 
 // The local names the images are imported under, before they are tagged with
@@ -45,7 +54,8 @@ const (
 )
 
 // StartCluster starts everything a pod needs on a Feather node — control
-// plane, containerd, registry, the agent — pushes the two images to the
+// plane, containerd, registry, the agent, and with opts.Services kube-proxy
+// and the cluster DNS — pushes the two images to the
 // registry and creates RuntimeClass osv (handler osv). It fails t if any of
 // it fails, and skips it (fails it under FEATHER_E2E=required) where the OSv
 // shim, the test guest image or QEMU is missing.
@@ -76,7 +86,17 @@ func (e *Env) StartCluster(opts ClusterOptions) *Cluster {
 			e.t.Fatalf("harness: cluster: %v", err)
 		}
 	}
+	if opts.Services {
+		if opts.Agent.Address == nil {
+			opts.Agent.Address = e.NodeAddress()
+		}
+		c.DNS = e.StartDNS(cp, opts.Agent.Address.IP)
+		opts.Agent.Args = append([]string{"--cluster-dns", ClusterDNSIP, "--cluster-domain", ClusterDomain}, opts.Agent.Args...)
+	}
 	c.Agent = e.StartAgent(cp, ctrd, opts.Agent)
+	if opts.Services {
+		c.KubeProxy = e.StartKubeProxy(cp, c.Agent.Name, c.Agent.Network.Subnet.String())
+	}
 	_, err = c.Kube.NodeV1().RuntimeClasses().Create(ctx, &nodev1.RuntimeClass{
 		ObjectMeta: metav1.ObjectMeta{Name: "osv"}, Handler: "osv"}, metav1.CreateOptions{})
 	if err != nil {

@@ -37,10 +37,11 @@ type Kubelet struct {
 	// Port is its API port on the node IP.
 	Port int
 
-	proc    *Process
-	kube    kubernetes.Interface
-	ctrd    *Containerd
-	sysctls map[string]string
+	proc          *Process
+	kube          kubernetes.Interface
+	ctrd          *Containerd
+	sysctls       map[string]string
+	devicePlugins *dirGuard
 }
 
 // The kernel parameters a kubelet sets (protectKernelDefaults: false), put
@@ -76,6 +77,7 @@ func (e *Env) StartKubelet(cp *ControlPlane, ctrd *Containerd, network *CNINetwo
 }
 
 func (k *Kubelet) start(ctx context.Context, cp *ControlPlane, network *CNINetwork, bin string) error {
+	k.devicePlugins = guardDir(devicePluginDir)
 	for _, d := range []string{k.RootDir, k.LogDir} {
 		if err := os.MkdirAll(d, 0o700); err != nil {
 			return err
@@ -236,6 +238,62 @@ func (k *Kubelet) stop() error {
 		}
 	}
 	_ = syscall.Rmdir(containerLogLinks) // only if empty: others' links stay
+	if err := k.devicePlugins.restore(); err != nil {
+		errs = append(errs, fmt.Errorf("kubelet %s: %w", k.Name, err))
+	}
+	return errors.Join(errs...)
+}
+
+// devicePluginDir is where the kubelet's device manager puts its socket and
+// checkpoint whatever its --root-dir (pluginapi.DevicePluginPath, a constant
+// of the kubelet).
+const devicePluginDir = "/var/lib/kubelet/device-plugins"
+
+// dirGuard remembers what a directory outside the harness's tree held, so
+// that what a component adds to it can be removed again.
+type dirGuard struct {
+	dir     string
+	had     map[string]bool // entries that were there
+	created []string        // dir and the ancestors that did not exist, innermost first
+}
+
+// guardDir records dir's entries, and which of dir and its parents are
+// missing now.
+func guardDir(dir string) *dirGuard {
+	g := &dirGuard{dir: dir, had: map[string]bool{}}
+	for d := dir; d != "/"; d = filepath.Dir(d) {
+		if _, err := os.Lstat(d); err == nil {
+			break
+		}
+		g.created = append(g.created, d)
+	}
+	entries, _ := os.ReadDir(dir)
+	for _, e := range entries {
+		g.had[e.Name()] = true
+	}
+	return g
+}
+
+// restore removes the entries dir did not hold before, then the directories
+// that did not exist (if nothing else is in them by now).
+func (g *dirGuard) restore() error {
+	if g == nil {
+		return nil
+	}
+	var errs []error
+	entries, _ := os.ReadDir(g.dir)
+	for _, e := range entries {
+		if !g.had[e.Name()] {
+			if err := os.RemoveAll(filepath.Join(g.dir, e.Name())); err != nil {
+				errs = append(errs, err)
+			}
+		}
+	}
+	for _, d := range g.created {
+		if err := syscall.Rmdir(d); err != nil && !errors.Is(err, syscall.ENOENT) {
+			errs = append(errs, fmt.Errorf("remove %s: %w", d, err))
+		}
+	}
 	return errors.Join(errs...)
 }
 

@@ -2,7 +2,10 @@
 # deps.sh installs what Feather's tests need on a Debian 12 machine: Debian
 # packages (QEMU, runc, CNI plugins, …) and pinned third-party programs built
 # from the Go module proxy into _output/bin (containerd, the Kubernetes control
-# plane, kubelet, etcd, an OCI registry, crictl). Run it as `make deps` from the repository root.
+# plane, kubelet, etcd, CoreDNS, an OCI registry, crictl). Run it as `make deps` from the repository root.
+#
+#   deps.sh        everything the tests need (make deps, make test)
+#   deps.sh up     only what make up's cluster runs (no kubelet, no crictl)
 #
 # It is idempotent: a group of binaries is rebuilt only when its stamp file
 # _output/bin/.stamp-<group> does not hold the group's current key or one of
@@ -13,7 +16,7 @@ set -euo pipefail
 
 # Pinned versions. containerd's version is not here on purpose: it is read
 # from the root go.mod, the single source of truth. The control plane and etcd
-# are pinned by test/tools/go.mod.
+# are pinned by test/tools/go.mod, CoreDNS by test/tools/coredns/go.mod.
 REGISTRY_VERSION=v3.1.2
 CRICTL_VERSION=v1.37.0
 GO_MIN=1.26
@@ -28,6 +31,9 @@ BIN=$OUT/bin
 
 say() { printf 'deps: %s\n' "$*"; }
 die() { printf 'make deps: %s\n' "$*" >&2; exit 1; }
+# Any other failing command names itself: the step, its line and its status.
+set -E
+trap 'rc=$?; die "step failed (exit $rc) at deps.sh line $LINENO: $BASH_COMMAND"' ERR
 
 # ---------------------------------------------------------------- Go toolchain
 check_go() {
@@ -45,7 +51,13 @@ check_go() {
 }
 
 # ------------------------------------------------------------- Debian packages
-installed() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q 'install ok installed'; }
+# The status is read whole, not piped into grep -q: a reader that stops early
+# kills the writer with SIGPIPE, which pipefail reports as a failure.
+installed() {
+	local status
+	status=$(dpkg-query -W -f='${Status}' "$1" 2>/dev/null) || return 1
+	[[ $status == 'install ok installed' ]]
+}
 
 deb_packages() {
 	command -v dpkg-query >/dev/null 2>&1 || die "dpkg-query not found: Feather's tests need Debian 12"
@@ -96,9 +108,27 @@ deb_packages() {
 }
 
 # ------------------------------------------------------------ pinned Go tools
-TMPS=()
-cleanup() { ((${#TMPS[@]} == 0)) || rm -rf "${TMPS[@]}"; }
+TMPS=() HEARTBEATS=()
+cleanup() {
+	((${#HEARTBEATS[@]} == 0)) || kill "${HEARTBEATS[@]}" 2>/dev/null || true
+	((${#TMPS[@]} == 0)) || rm -rf "${TMPS[@]}"
+}
 trap cleanup EXIT
+
+# What to build: "all" (default) or "up".
+TARGET=${1:-all}
+[[ $TARGET == all || $TARGET == up ]] || die "unknown target $TARGET; usage: deps.sh [up]"
+# wanted GROUP: whether TARGET needs GROUP (make up runs no kubelet, no crictl).
+wanted() { [[ $TARGET == all || ! $1 =~ ^(kubelet|crictl)$ ]]; }
+
+# heartbeat LABEL: prints every 30 s how long LABEL has been building, so a
+# long build shows it is alive; killed by group when the build ends.
+heartbeat() {
+	local start=$SECONDS
+	while sleep 30; do
+		say "… still building $1: $(((SECONDS - start) / 60))m$(((SECONDS - start) % 60))s"
+	done
+}
 
 # Builds run with a fixed environment so that the caller's GOFLAGS (-mod=…,
 # -buildvcs, …), a go.work or cross-compilation settings cannot change them.
@@ -118,14 +148,22 @@ group() {
 		say "$label up to date"
 		return
 	fi
+	if ! wanted "$name"; then
+		say "$label skipped (not needed for make $TARGET)"
+		return
+	fi
 	say "building $label (${bins[*]}) …"
 	mkdir -p "$BIN"
 	T=$(mktemp -d "$OUT/.build-$name.XXXXXX")
 	TMPS+=("$T")
-	local start=$SECONDS
+	local start=$SECONDS hb
+	heartbeat "$label" &
+	hb=$!
+	HEARTBEATS+=("$hb")
 	if ! "$@"; then
 		die "building $name failed (see output above); fix: $fix"
 	fi
+	kill "$hb" 2>/dev/null || true
 	for b in "${bins[@]}"; do
 		[[ -x $T/$b ]] || die "building $name failed: $b was not produced; fix: $fix"
 	done
@@ -148,7 +186,20 @@ build_kube() {
 		-ldflags "-s -w -X k8s.io/component-base/version.gitVersion=$KUBE_VERSION -X k8s.io/component-base/version.gitMajor=$KUBE_MAJOR -X k8s.io/component-base/version.gitMinor=$KUBE_MINOR" \
 		-o "$T/" ./etcd k8s.io/kubernetes/cmd/kube-apiserver k8s.io/kubernetes/cmd/kube-scheduler \
 		k8s.io/kubernetes/cmd/kube-controller-manager k8s.io/kubernetes/cmd/kubectl \
-		k8s.io/kubernetes/cmd/kube-proxy k8s.io/kubernetes/cmd/kubelet)
+		k8s.io/kubernetes/cmd/kube-proxy)
+}
+
+# The kubelet is a build of its own (only tests of a stock kubelet node run
+# it); it shares every package the control plane's build compiled through the
+# Go build cache.
+build_kubelet() {
+	(cd "$ROOT/test/tools" && "${gobuild_env[@]}" go build -trimpath \
+		-ldflags "-s -w -X k8s.io/component-base/version.gitVersion=$KUBE_VERSION -X k8s.io/component-base/version.gitMajor=$KUBE_MAJOR -X k8s.io/component-base/version.gitMinor=$KUBE_MINOR" \
+		-o "$T/" k8s.io/kubernetes/cmd/kubelet)
+}
+
+build_coredns() {
+	(cd "$ROOT/test/tools/coredns" && "${gobuild_env[@]}" go build -trimpath -ldflags "-s -w" -o "$T/coredns" .)
 }
 
 build_crictl() {
@@ -175,9 +226,18 @@ go_tools() {
 	KUBE_MAJOR=${BASH_REMATCH[1]} KUBE_MINOR=${BASH_REMATCH[2]}
 	local sum
 	sum=$(cd "$ROOT/test/tools" && cat go.mod go.sum etcd/main.go | sha256sum | cut -d' ' -f1)
-	group kube "recipe=$RECIPE tools=$sum go=$GOVERSION" "Kubernetes $KUBE_VERSION control plane, kube-proxy, kubelet and etcd" \
-		"$fixnet; if the error is in test/tools, run (cd test/tools && go mod tidy)" \
-		etcd kube-apiserver kube-scheduler kube-controller-manager kubectl kube-proxy kubelet -- build_kube
+	local fixtools="$fixnet; if the error is in test/tools, run (cd test/tools && go mod tidy)"
+	group kube "recipe=$RECIPE tools=$sum go=$GOVERSION" "Kubernetes $KUBE_VERSION control plane, kube-proxy and etcd" \
+		"$fixtools" etcd kube-apiserver kube-scheduler kube-controller-manager kubectl kube-proxy -- build_kube
+	group kubelet "recipe=$RECIPE tools=$sum go=$GOVERSION" "Kubernetes $KUBE_VERSION kubelet" \
+		"$fixtools" kubelet -- build_kubelet
+
+	local dns
+	dns=$(cd "$ROOT/test/tools/coredns" && GOFLAGS=-mod=readonly GOWORK=off go list -m -f '{{.Version}}' github.com/coredns/coredns) ||
+		die "cannot read CoreDNS's version from test/tools/coredns/go.mod (see output above); fix: cd test/tools/coredns && go mod tidy"
+	sum=$(cd "$ROOT/test/tools/coredns" && cat go.mod go.sum main.go | sha256sum | cut -d' ' -f1)
+	group coredns "recipe=$RECIPE coredns=$sum go=$GOVERSION" "CoreDNS $dns" \
+		"$fixnet; if the error is in test/tools/coredns, run (cd test/tools/coredns && go mod tidy)" coredns -- build_coredns
 
 	group registry "recipe=$RECIPE registry=$REGISTRY_VERSION go=$GOVERSION" "registry $REGISTRY_VERSION" "$fixnet" \
 		registry -- build_registry

@@ -14,6 +14,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/apimachinery/pkg/util/intstr"
 	"k8s.io/apimachinery/pkg/util/wait"
 
 	"github.com/feather-edge/feather/test/harness"
@@ -48,10 +49,11 @@ func serve(st State) int {
 		r.Fatalf("state: %v", err)
 	}
 	logf("starting the control plane, containerd, a registry and the agent in %s", env.Dir)
-	c := env.StartCluster(harness.ClusterOptions{Agent: harness.AgentOptions{Name: NodeName,
+	c := env.StartCluster(harness.ClusterOptions{Services: true, Agent: harness.AgentOptions{Name: NodeName,
 		// A long-lived cluster: the harness's debug level logs every sync.
 		Args: []string{"--log-level", "info"}}})
-	logf("node %s is Ready; RuntimeClass osv created; images pushed to the registry at %s", NodeName, c.Registry.Host)
+	logf("node %s is Ready at %s; kube-proxy and CoreDNS (Service kube-system/kube-dns, %s) run; RuntimeClass osv created; images pushed to the registry at %s",
+		NodeName, c.Agent.Address.IP, harness.ClusterDNSIP, c.Registry.Host)
 	kubeconfig, err := os.ReadFile(c.ControlPlane.AdminKubeconfig)
 	if err == nil {
 		err = st.write(kubeconfigFile, string(kubeconfig))
@@ -61,6 +63,11 @@ func serve(st State) int {
 	}
 	if ctx.Err() == nil {
 		if err := deploy(ctx, c, logf); err != nil && ctx.Err() == nil {
+			// The pods go first, so that the agent tears them down in
+			// order before the harness stops it.
+			if derr := drain(c, logf); derr != nil {
+				logf("%v", derr)
+			}
 			r.Fatalf("%v", err)
 		}
 	}
@@ -92,11 +99,16 @@ func serve(st State) int {
 	return 0
 }
 
+// demoPort is the port the demo pods and their Services serve HTTP on.
+const demoPort = 8080
+
 // The demo Deployments: containers (busybox under runc) and a unikernel
-// (the test guest under the OSv runtime, through RuntimeClass osv).
+// (the test guest under the OSv runtime, through RuntimeClass osv), each
+// serving HTTP on demoPort.
 func demoDeployments(c *harness.Cluster) []*appsv1.Deployment {
 	hello := harness.PodSpec(corev1.Container{Name: "hello", Image: c.Busybox,
-		Command: []string{"sh", "-c", `echo "hello from $POD_NAME, a container run by runc"; exec sleep 2147483647`},
+		Command: []string{"sh", "-c", `echo "hello from $POD_NAME, a container run by runc"
+mkdir -p /www && echo "hello from $POD_NAME" >/www/index.html && exec httpd -f -p 8080 -h /www`},
 		Env: []corev1.EnvVar{{Name: "POD_NAME", ValueFrom: &corev1.EnvVarSource{
 			FieldRef: &corev1.ObjectFieldSelector{FieldPath: "metadata.name"}}}}})
 	uk := harness.PodSpec(corev1.Container{Name: "httpd", Image: c.Unikernel, Args: []string{"/httpd", "8080"}})
@@ -108,14 +120,27 @@ func demoDeployments(c *harness.Cluster) []*appsv1.Deployment {
 	}
 }
 
-// deploy creates the demo Deployments and waits until they are Available
-// and every pod of theirs has logged something.
+// demoService is a ClusterIP Service in front of Deployment d's pods, on
+// demoPort.
+func demoService(d *appsv1.Deployment) *corev1.Service {
+	return &corev1.Service{
+		ObjectMeta: metav1.ObjectMeta{Name: d.Name},
+		Spec: corev1.ServiceSpec{Selector: d.Spec.Selector.MatchLabels,
+			Ports: []corev1.ServicePort{{Name: "http", Port: demoPort, TargetPort: intstr.FromInt32(demoPort)}}},
+	}
+}
+
+// deploy creates the demo Deployments and their Services and waits until
+// they are Available and every pod of theirs has logged something.
 func deploy(ctx context.Context, c *harness.Cluster, logf func(string, ...any)) error {
 	deps := demoDeployments(c)
 	var names []string
 	for _, d := range deps {
 		if _, err := c.Kube.AppsV1().Deployments("default").Create(ctx, d, metav1.CreateOptions{}); err != nil {
 			return fmt.Errorf("create Deployment %s: %w", d.Name, err)
+		}
+		if _, err := c.Kube.CoreV1().Services("default").Create(ctx, demoService(d), metav1.CreateOptions{}); err != nil {
+			return fmt.Errorf("create Service %s: %w", d.Name, err)
 		}
 		names = append(names, d.Name)
 	}
@@ -157,12 +182,61 @@ func deploy(ctx context.Context, c *harness.Cluster, logf func(string, ...any)) 
 	if err != nil {
 		return fmt.Errorf("pods logged nothing: %w (%s)", err, last)
 	}
-	return nil
+	return checkServices(ctx, c, deps, logf)
+}
+
+// clientPod is a pod that fetches each demo Service by its DNS name, as a
+// user's client would, and prints what answered.
+func clientPod(c *harness.Cluster, deps []*appsv1.Deployment) *corev1.Pod {
+	var urls []string
+	for _, d := range deps {
+		urls = append(urls, fmt.Sprintf("http://%s.default.svc.%s:%d/", d.Name, harness.ClusterDomain, demoPort))
+	}
+	// A fresh Service's rules and endpoints take a moment to reach
+	// kube-proxy: each URL is tried for up to a minute. (Not wget -T: the
+	// wget of Debian 12's busybox-static crashes with it.)
+	script := `for url in ` + strings.Join(urls, " ") + `; do
+  i=0
+  until out=$(timeout 5 wget -q -O - "$url"); do
+    i=$((i+1)); [ $i -lt 60 ] || { echo "$url: no answer"; exit 1; }; sleep 1
+  done
+  echo "$url -> $out"
+done`
+	spec := harness.PodSpec(corev1.Container{Name: "wget", Image: c.Busybox, Command: []string{"sh", "-c", script}})
+	spec.RestartPolicy = corev1.RestartPolicyNever
+	return &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: clientPodName}, Spec: spec}
+}
+
+// clientPodName is the pod that checks the Services.
+const clientPodName = "hello-client"
+
+// checkServices runs clientPod and waits until it has succeeded: the
+// Services answer by name through the cluster DNS and kube-proxy.
+func checkServices(ctx context.Context, c *harness.Cluster, deps []*appsv1.Deployment, logf func(string, ...any)) error {
+	pods := c.Kube.CoreV1().Pods("default")
+	if _, err := pods.Create(ctx, clientPod(c, deps), metav1.CreateOptions{}); err != nil {
+		return fmt.Errorf("create pod %s: %w", clientPodName, err)
+	}
+	logf("pod %s fetches the Services by their DNS names", clientPodName)
+	var phase corev1.PodPhase
+	err := wait.PollUntilContextTimeout(ctx, 500*time.Millisecond, 3*time.Minute, true, func(ctx context.Context) (bool, error) {
+		p, err := pods.Get(ctx, clientPodName, metav1.GetOptions{})
+		if err != nil {
+			return false, err
+		}
+		phase = p.Status.Phase
+		return phase == corev1.PodSucceeded || phase == corev1.PodFailed, nil
+	})
+	if err == nil && phase == corev1.PodSucceeded {
+		return nil
+	}
+	b, _ := pods.GetLogs(clientPodName, &corev1.PodLogOptions{}).DoRaw(ctx)
+	return fmt.Errorf("the Services did not answer pod %s by DNS name (phase %s, %v): %s", clientPodName, phase, err, strings.TrimSpace(string(b)))
 }
 
 // drain cordons the node — pods that a controller recreates stay Pending
-// instead of starting again — deletes the Deployments in namespace default
-// and every pod on the node, and waits until the agent has removed them and
+// instead of starting again — deletes the Deployments and Services in
+// namespace default and every pod on the node, and waits until the agent has removed them and
 // their containerd containers.
 func drain(c *harness.Cluster, logf func(string, ...any)) error {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
@@ -175,6 +249,9 @@ func drain(c *harness.Cluster, logf func(string, ...any)) error {
 	if err := c.Kube.AppsV1().Deployments("default").DeleteCollection(ctx,
 		metav1.DeleteOptions{PropagationPolicy: &bg}, metav1.ListOptions{}); err != nil {
 		return fmt.Errorf("delete Deployments: %w", err)
+	}
+	for _, d := range demoDeployments(c) {
+		_ = c.Kube.CoreV1().Services("default").Delete(ctx, d.Name, metav1.DeleteOptions{})
 	}
 	onNode := metav1.ListOptions{FieldSelector: "spec.nodeName=" + NodeName}
 	var last string

@@ -244,6 +244,7 @@ func show(st State, out io.Writer) error {
 	}
 	run("get", "nodes", "-o", "wide")
 	run("get", "pods", "-o", "wide")
+	run("get", "services")
 	cmd := exec.Command(kubectl, "get", "pods", "-o", "name")
 	cmd.Env = append(os.Environ(), "KUBECONFIG="+kubeconfig)
 	names, _ := cmd.Output()
@@ -251,8 +252,10 @@ func show(st State, out io.Writer) error {
 		run("logs", pod)
 	}
 	fmt.Fprintf(out, "\nThe cluster runs until `make down`. To use it with kubectl:\n\n"+
-		"  export KUBECONFIG=%s\n  export PATH=%s:$PATH\n  kubectl get nodes,pods -o wide\n",
-		kubeconfig, filepath.Dir(kubectl))
+		"  export KUBECONFIG=%s\n  export PATH=%s:$PATH\n  kubectl get nodes,pods -o wide\n"+
+		"  kubectl get --raw /api/v1/nodes/%s/proxy/pods      # the node's kubelet API, through the API server\n"+
+		"  kubectl logs %s                                  # pods reach Services by DNS name\n",
+		kubeconfig, filepath.Dir(kubectl), NodeName, clientPodName)
 	return nil
 }
 

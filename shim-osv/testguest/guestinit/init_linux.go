@@ -72,10 +72,13 @@ func boot(con *os.File) error {
 		if fromDisk {
 			where = fmt.Sprintf("command line at offset %d of %s", DiskOffset, DefaultSource.Disk)
 		}
-		return fmt.Errorf("parse %s %q: %w", where, line, err)
+		// Not the line itself: it holds every environment value.
+		return fmt.Errorf("parse %s (%d bytes): %w", where, len(line), err)
 	}
 	if cfg.Verbose {
-		fmt.Fprintf(con, "feather-guest: command line %q\n", line)
+		// That it started, never its command line: the environment values
+		// in it (a Secret's, say) would reach the container's log.
+		fmt.Fprintf(con, "feather-guest: started (command line of %d bytes)\n", len(line))
 		for _, o := range cfg.Ignored {
 			fmt.Fprintf(con, "feather-guest: ignoring option %s\n", o)
 		}
