@@ -16,15 +16,10 @@ import (
 
 	"github.com/containerd/errdefs"
 
+	"github.com/feather-edge/feather/osv"
 	"github.com/feather-edge/feather/vmimage"
 )
 
-// CmdlineOffset is where OSv's boot disk holds its NUL-terminated command
-// line, and CmdlineMax its longest (see shared/design.md §3).
-const (
-	CmdlineOffset = 512
-	CmdlineMax    = 32255
-)
 
 // Disk is an open disk image file.
 type Disk struct {
@@ -135,17 +130,17 @@ func (d *Disk) Bootable() (bool, error) {
 }
 
 // Cmdline returns the OSv command line stored on the disk at
-// CmdlineOffset, "" when there is none (the area is zeros).
+// osv.CmdlineOffset, "" when there is none (the area is zeros).
 func (d *Disk) Cmdline() (string, error) {
-	buf := make([]byte, CmdlineMax+1)
-	n, err := d.ReadAt(buf, CmdlineOffset)
+	buf := make([]byte, osv.MaxDisk+1)
+	n, err := d.ReadAt(buf, osv.CmdlineOffset)
 	if err != nil && !errors.Is(err, io.EOF) {
-		return "", fmt.Errorf("read the command line at byte %d: %w", CmdlineOffset, err)
+		return "", fmt.Errorf("read the command line at byte %d: %w", osv.CmdlineOffset, err)
 	}
 	buf = buf[:n]
 	end := bytes.IndexByte(buf, 0)
 	if end < 0 {
-		return "", fmt.Errorf("no NUL-terminated OSv command line at byte %d (is this an OSv disk?): %w", CmdlineOffset, errdefs.ErrInvalidArgument)
+		return "", fmt.Errorf("no NUL-terminated OSv command line at byte %d (is this an OSv disk?): %w", osv.CmdlineOffset, errdefs.ErrInvalidArgument)
 	}
 	return string(buf[:end]), nil
 }

@@ -28,7 +28,7 @@ import (
 	specs "github.com/opencontainers/image-spec/specs-go"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 
-	"github.com/feather-edge/feather/flint/cmdline"
+	"github.com/feather-edge/feather/osv"
 	"github.com/feather-edge/feather/flint/disk"
 	"github.com/feather-edge/feather/flint/image"
 	"github.com/feather-edge/feather/ocilayout"
@@ -48,7 +48,7 @@ type Options struct {
 	// Kernel is an optional kernel (ELF or bzImage) for direct boot;
 	// Initrd an optional initial ramdisk for it.
 	Kernel, Initrd string
-	// Cmd is the app's OSv command line (see package cmdline). When "",
+	// Cmd is the app's OSv command line (OSv's syntax: package osv). When "",
 	// the command line stored on the disk at byte 512 is used.
 	Cmd string
 	// Env are K=V pairs, added to (and overriding) the command line's
@@ -220,9 +220,9 @@ func configFromOptions(o Options) (ocispec.Image, error) {
 }
 
 // command returns the app's command: from --cmd, else from the disk.
-func command(o Options, d *disk.Disk) (cmdline.Command, error) {
+func command(o Options, d *disk.Disk) (osv.Cmdline, error) {
 	if o.Cmd != "" {
-		c, err := cmdline.Parse(o.Cmd)
+		c, err := single(o.Cmd)
 		if err != nil {
 			return c, fmt.Errorf("--cmd: %w", err)
 		}
@@ -230,17 +230,26 @@ func command(o Options, d *disk.Disk) (cmdline.Command, error) {
 	}
 	stored, err := d.Cmdline()
 	if err != nil {
-		return cmdline.Command{}, fmt.Errorf("no --cmd given, and disk %s: %w", o.Disk, err)
+		return osv.Cmdline{}, fmt.Errorf("no --cmd given, and disk %s: %w", o.Disk, err)
 	}
 	if strings.TrimSpace(stored) == "" {
-		return cmdline.Command{}, fmt.Errorf("no --cmd given, and disk %s stores no OSv command line at byte %d: give the app's command with --cmd: %w",
-			o.Disk, disk.CmdlineOffset, errdefs.ErrInvalidArgument)
+		return osv.Cmdline{}, fmt.Errorf("no --cmd given, and disk %s stores no OSv command line at byte %d: give the app's command with --cmd: %w",
+			o.Disk, osv.CmdlineOffset, errdefs.ErrInvalidArgument)
 	}
-	c, err := cmdline.Parse(stored)
+	c, err := single(stored)
 	if err != nil {
 		return c, fmt.Errorf("the command line stored on disk %s: %w", o.Disk, err)
 	}
 	return c, nil
+}
+
+// single reads an OSv command line of one command.
+func single(s string) (osv.Cmdline, error) {
+	l, err := osv.Parse(s)
+	if err != nil {
+		return osv.Cmdline{}, err
+	}
+	return l.Single()
 }
 
 // mergeEnv returns base with extra added, an extra KEY replacing base's.

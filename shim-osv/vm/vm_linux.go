@@ -22,9 +22,9 @@ import (
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"google.golang.org/protobuf/types/known/anypb"
 
+	"github.com/feather-edge/feather/osv"
 	"github.com/feather-edge/feather/shim-osv/netns"
-	"github.com/feather-edge/feather/shim-osv/osv"
-	"github.com/feather-edge/feather/shim-osv/qemu"
+		"github.com/feather-edge/feather/shim-osv/qemu"
 	"github.com/feather-edge/feather/shim-osv/qmp"
 	"github.com/feather-edge/feather/vmimage"
 )
@@ -43,6 +43,10 @@ const (
 	// instead and remembers that.
 	KVMBootTimeout = 8 * time.Second
 	socketTimeout  = 10 * time.Second
+	// EndGrace is how long a guest may keep running after its console
+	// reported the program's end (OSv powers off at once) before the shim
+	// stops it: a guest that halted instead, or hangs, must not look alive.
+	EndGrace = 10 * time.Second
 )
 
 // Dir is the VM's own directory in the bundle, 0700: its disk, sockets and
@@ -112,7 +116,7 @@ func Create(ctx context.Context, cfg Config) (_ *VM, retErr error) {
 		return nil, err
 	}
 	v := &VM{cfg: cfg, dir: filepath.Join(cfg.Bundle, Dir), plan: plan, layout: layout,
-		cons: newConsole(), stderr: &tailBuffer{max: 4096}, exited: make(chan struct{})}
+		stderr: &tailBuffer{max: 4096}, exited: make(chan struct{})}
 	if err := os.Mkdir(v.dir, 0o700); err != nil {
 		return nil, err
 	}
@@ -130,16 +134,19 @@ func Create(ctx context.Context, cfg Config) (_ *VM, retErr error) {
 			v.net, v.tap = &c, netns.TapName(cfg.ID)
 		}
 	}
-	cl := osv.Cmdline{Args: plan.Args, Env: plan.Env, Cwd: plan.Cwd, Verbose: true}
+	// Verbose: OSv reports the program's end only so. PowerOffOnAbort: a
+	// crashed program powers the VM off rather than halting it.
+	cl := osv.Cmdline{Args: plan.Args, Env: plan.Env, Cwd: plan.Cwd, Verbose: true, PowerOffOnAbort: true}
 	for i, s := range plan.Shares {
 		cl.Mounts = append(cl.Mounts, osv.Mount{Device: i, Target: s.Target})
 	}
 	if v.net != nil {
 		cl.Network = &osv.Network{Interface: "eth0", Addr: v.net.Addr, Gateway: v.net.Gateway, Nameservers: plan.Nameservers}
 	}
-	if v.cmdline, err = cl.String(); err != nil {
+	if v.cmdline, err = cl.Render(); err != nil {
 		return nil, err
 	}
+	v.cons = v.newConsole(ctx)
 	disk := filepath.Join(v.dir, "disk.qcow2")
 	if err := qemu.CreateOverlay(ctx, layout.Disk, layout.DiskFormat, disk); err != nil {
 		return nil, fmt.Errorf("instance disk: %w", err)
@@ -169,7 +176,8 @@ func Create(ctx context.Context, cfg Config) (_ *VM, retErr error) {
 	if err := v.saveState(nil); err != nil {
 		return nil, err
 	}
-	log.G(ctx).WithField("cmdline", v.cmdline).WithField("direct", layout.Kernel != "").Debug("vm created")
+	// Not the command line itself: it holds every environment value.
+	log.G(ctx).WithField("cmdline_bytes", len(v.cmdline)).WithField("direct", layout.Kernel != "").Debug("vm created")
 	return v, nil
 }
 
@@ -198,7 +206,7 @@ func (v *VM) Start(ctx context.Context) error {
 		log.G(ctx).WithError(err).WithField("qemu", v.stderr.String()).Warn("guest failed under KVM: using TCG from now on")
 		v.stopProcesses()
 		qemu.RememberAccelerator(qemu.TCG)
-		v.qemu, v.qmp, v.cons, v.stderr = nil, nil, newConsole(), &tailBuffer{max: 4096}
+		v.qemu, v.qmp, v.cons, v.stderr = nil, nil, v.newConsole(ctx), &tailBuffer{max: 4096}
 		pump = make(chan struct{})
 		err = v.boot(ctx, qemu.TCG, pump)
 	}
@@ -208,7 +216,34 @@ func (v *VM) Start(ctx context.Context) error {
 	}
 	v.status = Running
 	go v.wait(ctx, v.qemu, pump)
+	go v.watchEnd(ctx, v.cons, v.qemu)
 	return nil
+}
+
+// newConsole returns a console for the VM's command line, logging OSv's
+// own lines with the VM's id.
+func (v *VM) newConsole(ctx context.Context) *console {
+	return newConsole(osv.AppPart(v.cmdline), log.G(ctx).WithField("vm", v.cfg.ID))
+}
+
+// watchEnd stops a guest that keeps running EndGrace after its console
+// reported the program's end: OSv powers off at once, so it halted instead
+// (or hangs) and would look alive while QEMU burns a core.
+func (v *VM) watchEnd(ctx context.Context, cons *console, cmd *exec.Cmd) {
+	select {
+	case <-cons.ended:
+	case <-v.exited:
+		return
+	}
+	t := time.NewTimer(EndGrace)
+	defer t.Stop()
+	select {
+	case <-v.exited:
+		return
+	case <-t.C:
+	}
+	log.G(ctx).WithField("vm", v.cfg.ID).WithField("grace", EndGrace).Warn("the guest is still running after its program ended: stopping it")
+	_ = cmd.Process.Kill()
 }
 
 // bootedUnderKVM reports whether a guest booted under KVM shows life: its
@@ -368,13 +403,19 @@ func (v *VM) wait(ctx context.Context, cmd *exec.Cmd, pump chan struct{}) {
 // else 128+signal when killed; else 0 for a clean power-off; else non-zero
 // with a message carrying the console's last lines. Called with mu held.
 func (v *VM) exitStatus(werr error) (int, string) {
-	if code, ok := v.cons.exitCode(); ok {
-		return code, ""
+	tail := strings.Join(v.cons.lastLines(), "\n")
+	if e := v.cons.end(); e != nil && !(e.Inferred && v.killSig != 0) {
+		switch e.Reason {
+		case "NotFound":
+			return e.Code, fmt.Sprintf("the program could not be loaded (%s): is its path in the image right?\nlast console lines:\n%s", e.Line, tail)
+		case "Crashed":
+			return e.Code, fmt.Sprintf("the program crashed (%s)\nlast console lines:\n%s", e.Line, tail)
+		}
+		return e.Code, ""
 	}
 	if v.killSig != 0 {
 		return 128 + int(v.killSig), ""
 	}
-	tail := strings.Join(v.cons.lastLines(), "\n")
 	var ee *exec.ExitError
 	if errors.As(werr, &ee) {
 		return exitOr1(ee.ExitCode()), fmt.Sprintf("qemu exited with status %d: %s\nlast console lines:\n%s",
@@ -387,6 +428,9 @@ func (v *VM) exitStatus(werr error) (int, string) {
 	case "guest-shutdown", "host-qmp-quit", "host-qmp-system-reset", "":
 		if v.reason == "" && len(v.cons.lastLines()) == 0 {
 			return 1, "the VM ended without a word: no console output\n" + strings.TrimSpace(v.stderr.String())
+		}
+		if !v.cons.started() {
+			return 1, "the guest powered off before its program started\nlast console lines:\n" + tail
 		}
 		return 0, ""
 	default:

@@ -6,6 +6,8 @@ import (
 	"net/netip"
 	"path"
 	"strings"
+
+	"github.com/feather-edge/feather/osv"
 )
 
 // Config is a parsed OSv command line: the loader options that lead it and
@@ -73,90 +75,32 @@ var ignoredOptions = map[string]bool{
 	"--sampler": true, "--delay": true, "--leak": true, "--pass-args": true,
 }
 
-// Parse parses an OSv command line (design.md §3): leading options of the
-// form --name or --name=value, then commands separated by ';' (run in
-// sequence) or '&' (run in the background). Arguments are split on white
-// space; double quotes group (and are removed), single quotes do not.
+// Parse parses an OSv command line with OSv's own grammar (package osv):
+// leading loader options, then commands separated by ';' (run in sequence)
+// or '&' (run in the background); each command's words get OSv's '$'
+// expansion from the --env options, as real OSv does.
 func Parse(s string) (*Config, error) {
-	cmds, err := split(s)
+	l, err := osv.Parse(s)
 	if err != nil {
 		return nil, err
 	}
 	c := &Config{}
-	if len(cmds) > 0 {
-		argv := cmds[0].Argv
-		i := 0
-		for ; i < len(argv) && strings.HasPrefix(argv[i], "--"); i++ {
-			if err := c.option(argv[i]); err != nil {
-				return nil, err
-			}
-		}
-		cmds[0].Argv = argv[i:]
-		if len(cmds[0].Argv) == 0 {
-			cmds = cmds[1:]
+	for _, o := range l.Options {
+		if err := c.option(o); err != nil {
+			return nil, err
 		}
 	}
-	if len(cmds) == 0 {
+	lookup := osv.EnvLookup(c.Env)
+	for _, cmd := range l.Commands {
+		c.Commands = append(c.Commands, Command{Argv: osv.Expand(cmd.Words, lookup), Background: cmd.Background()})
+	}
+	if len(c.Commands) == 0 {
 		return nil, ErrNoCommand
 	}
 	if c.Gateway.IsValid() && c.Net == nil {
 		return nil, errors.New("--defaultgw needs --ip")
 	}
-	c.Commands = cmds
 	return c, nil
-}
-
-// split tokenizes s into commands; tokens of one command are its argv.
-func split(s string) ([]Command, error) {
-	var (
-		cmds    []Command
-		argv    []string
-		tok     strings.Builder
-		inTok   bool // tok holds a token, possibly an empty quoted one
-		inQuote bool
-	)
-	endTok := func() {
-		if inTok {
-			argv = append(argv, tok.String())
-			tok.Reset()
-			inTok = false
-		}
-	}
-	endCmd := func(bg bool) {
-		endTok()
-		if len(argv) > 0 {
-			cmds = append(cmds, Command{Argv: argv, Background: bg})
-		}
-		argv = nil
-	}
-	rs := []rune(s)
-	for i := 0; i < len(rs); i++ {
-		r := rs[i]
-		switch {
-		case r == '"':
-			inQuote = !inQuote
-			inTok = true
-		case inQuote:
-			tok.WriteRune(r)
-		case r == ' ' || r == '\t' || r == '\n' || r == '\r':
-			endTok()
-		case r == ';':
-			endCmd(false)
-		case r == '&':
-			endCmd(true)
-			if i+1 < len(rs) && rs[i+1] == '!' {
-				i++
-			}
-		default:
-			tok.WriteRune(r)
-			inTok = true
-		}
-	}
-	if inQuote {
-		return nil, errors.New("unterminated double quote")
-	}
-	endCmd(false)
-	return cmds, nil
 }
 
 // option applies one leading --name[=value] option.

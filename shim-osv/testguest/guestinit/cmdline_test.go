@@ -25,19 +25,22 @@ func TestParse(t *testing.T) {
 	}{
 		{"one program", "/hello", &Config{Commands: []Command{argv("/hello")}}},
 		{"arguments", "/args a b  c", &Config{Commands: []Command{argv("/args", "a", "b", "c")}}},
-		{"surrounding white space", " \t/args a\n", &Config{Commands: []Command{argv("/args", "a")}}},
+		{"surrounding white space", " \t/args a ", &Config{Commands: []Command{argv("/args", "a")}}},
+		{"tabs are part of a bare word, as in OSv", "/args a\tb\n", &Config{Commands: []Command{argv("/args", "a\tb\n")}}},
 		{"double quotes group", `/args "y z" x`, &Config{Commands: []Command{argv("/args", "y z", "x")}}},
-		{"quotes inside a word", `/args a"b c"d`, &Config{Commands: []Command{argv("/args", "ab cd")}}},
+		{"quotes inside a word are bytes", `/args a"b c"d`, &Config{Commands: []Command{argv("/args", `a"b`, `c"d`)}}},
+		{"escapes", `/args "q\"q" x\ty "b\\s"`, &Config{Commands: []Command{argv("/args", `q"q`, "x\ty", `b\s`)}}},
+		{"variables expanded", `--env=A=1 /args $A x$A $B`, &Config{Env: []string{"A=1"}, Commands: []Command{argv("/args", "1", "x1", "")}}},
 		{"empty quotes are an argument", `/args "" x`, &Config{Commands: []Command{argv("/args", "", "x")}}},
 		{"single quotes do not group", `/args 'y z'`, &Config{Commands: []Command{argv("/args", "'y", "z'")}}},
+		{"unterminated quote is a word", `/args "a`, &Config{Commands: []Command{argv("/args", `"a`)}}},
 		{"separators inside quotes", `/args "a;b&c"`, &Config{Commands: []Command{argv("/args", "a;b&c")}}},
 		{"sequence", "/a; /b 1;/c", &Config{Commands: []Command{argv("/a"), argv("/b", "1"), argv("/c")}}},
 		{"background", "/httpd 80 & /sleep 1", &Config{Commands: []Command{bg("/httpd", "80"), argv("/sleep", "1")}}},
 		{"OSv detached background", "/httpd 80 &! /sleep 1", &Config{Commands: []Command{bg("/httpd", "80"), argv("/sleep", "1")}}},
-		{"empty commands skipped", ";; /a ;", &Config{Commands: []Command{argv("/a")}}},
 		{"env and cwd", "--env=A=1 --env=B=x=y --cwd=/tmp /args", &Config{
 			Env: []string{"A=1", "B=x=y"}, Cwd: "/tmp", Commands: []Command{argv("/args")}}},
-		{"quoted env value", `--env="A=a b" /args`, &Config{Env: []string{"A=a b"}, Commands: []Command{argv("/args")}}},
+		{"escaped env value", `--env=A=a\ b /args`, &Config{Env: []string{"A=a b"}, Commands: []Command{argv("/args")}}},
 		{"empty env value", `--env=A= /args`, &Config{Env: []string{"A="}, Commands: []Command{argv("/args")}}},
 		{"mounts", "--mount-fs=virtiofs,/dev/virtiofs0,/data --mount-fs=virtiofs,/dev/virtiofs1,/cfg /ls /data", &Config{
 			Mounts:   []Mount{{"virtiofs", "/dev/virtiofs0", "/data"}, {"virtiofs", "/dev/virtiofs1", "/cfg"}},
@@ -50,7 +53,7 @@ func TestParse(t *testing.T) {
 		{"rootfs and verbose", "--rootfs=rofs --verbose /hello", &Config{Rootfs: "rofs", Verbose: true, Commands: []Command{argv("/hello")}}},
 		{"known OSv options ignored", "--nomount --maxnic=1 /hello", &Config{Ignored: []string{"--nomount", "--maxnic=1"}, Commands: []Command{argv("/hello")}}},
 		{"options only lead the first command", "/a; --env=A=1 /b", &Config{Commands: []Command{argv("/a"), argv("--env=A=1", "/b")}}},
-		{"options then separator", "--env=A=1; /a", &Config{Env: []string{"A=1"}, Commands: []Command{argv("/a")}}},
+		{"a separator is part of an option", "--env=A=1; /a", &Config{Env: []string{"A=1;"}, Commands: []Command{argv("/a")}}},
 		{"option after program is an argument", "/args --env=A=1", &Config{Commands: []Command{argv("/args", "--env=A=1")}}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -71,8 +74,9 @@ func TestParseErrors(t *testing.T) {
 	}{
 		{"empty", "", "names no program"},
 		{"only options", "--env=A=1 --verbose", "names no program"},
-		{"only separators", " ; & ", "names no program"},
-		{"unterminated quote", `/args "a b`, "unterminated double quote"},
+		{"only separators", " ; ; ", "names no program"},
+		{"separator first", ";; /a", "follows no command"},
+		{"non-ASCII", "/args ü", "ASCII only"},
 		{"unknown option", "--frobnicate /a", "unknown option --frobnicate"},
 		{"env without value", "--env /a", "needs a value"},
 		{"env without name", "--env==1 /a", "--env=NAME=VALUE"},

@@ -14,6 +14,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/feather-edge/feather/osv"
 )
 
 // Paths in the initramfs, written by the build package.
@@ -76,9 +78,6 @@ func boot(con *os.File) error {
 		return fmt.Errorf("parse %s (%d bytes): %w", where, len(line), err)
 	}
 	if cfg.Verbose {
-		// That it started, never its command line: the environment values
-		// in it (a Secret's, say) would reach the container's log.
-		fmt.Fprintf(con, "feather-guest: started (command line of %d bytes)\n", len(line))
 		for _, o := range cfg.Ignored {
 			fmt.Fprintf(con, "feather-guest: ignoring option %s\n", o)
 		}
@@ -89,6 +88,10 @@ func boot(con *os.File) error {
 	if err := mountShares(cfg.Mounts); err != nil {
 		return err
 	}
+	// As OSv, which echoes the commands just before it runs them; the shim
+	// takes this line as the program's start and keeps everything before
+	// it (the environment's values among it) out of the container's output.
+	fmt.Fprintf(con, "Cmdline: %s\n", osv.AppPart(line))
 	runCommands(cfg, con)
 	return nil
 }
