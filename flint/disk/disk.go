@@ -20,7 +20,6 @@ import (
 	"github.com/feather-edge/feather/vmimage"
 )
 
-
 // Disk is an open disk image file.
 type Disk struct {
 	vmimage.DiskInfo

@@ -28,10 +28,10 @@ import (
 	specs "github.com/opencontainers/image-spec/specs-go"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 
-	"github.com/feather-edge/feather/osv"
 	"github.com/feather-edge/feather/flint/disk"
 	"github.com/feather-edge/feather/flint/image"
 	"github.com/feather-edge/feather/ocilayout"
+	"github.com/feather-edge/feather/osv"
 	"github.com/feather-edge/feather/vmimage"
 )
 

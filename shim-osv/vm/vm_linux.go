@@ -24,7 +24,7 @@ import (
 
 	"github.com/feather-edge/feather/osv"
 	"github.com/feather-edge/feather/shim-osv/netns"
-		"github.com/feather-edge/feather/shim-osv/qemu"
+	"github.com/feather-edge/feather/shim-osv/qemu"
 	"github.com/feather-edge/feather/shim-osv/qmp"
 	"github.com/feather-edge/feather/vmimage"
 )
