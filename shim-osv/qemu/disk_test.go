@@ -4,19 +4,18 @@ import (
 	"bytes"
 	"context"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"testing"
 	"time"
+
+	"github.com/feather-edge/feather/internal/prereq"
 )
 
 // TestOverlay makes an overlay over a large sparse raw base, writes a
 // command line into the overlay and checks that the overlay shows it while
 // the base is untouched, and that making the overlay did not copy the base.
 func TestOverlay(t *testing.T) {
-	if _, err := exec.LookPath(qemuImg); err != nil {
-		t.Skip("qemu-img not found (Debian package qemu-utils)")
-	}
+	prereq.Program(t, qemuImg, "install Debian package qemu-utils")
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	dir := t.TempDir()
