@@ -101,6 +101,15 @@ type VM struct {
 	exitCode int
 	exitedAt time.Time
 	exited   chan struct{}
+
+	copies      []shareCopy // shares the shim copies (see shares.go)
+	stopRefresh context.CancelFunc
+}
+
+// shareCopy is a share given to the guest as a copy: Source copied to Dir
+// at Version.
+type shareCopy struct {
+	Source, Dir, Version string
 }
 
 // Create prepares a VM without starting it: finds the image's disk and
@@ -136,6 +145,17 @@ func Create(ctx context.Context, cfg Config) (_ *VM, retErr error) {
 	}
 	// Verbose: OSv reports the program's end only so. PowerOffOnAbort: a
 	// crashed program powers the VM off rather than halting it.
+	for i, s := range v.plan.Shares {
+		if !isAtomicDir(s.Source) {
+			continue
+		}
+		c := shareCopy{Source: s.Source, Dir: filepath.Join(v.dir, "share"+strconv.Itoa(i))}
+		if c.Version, err = copyShare(s.Source, c.Dir); err != nil {
+			return nil, fmt.Errorf("copy the volume at %s for the guest: %w", s.Target, err)
+		}
+		v.copies = append(v.copies, c)
+		v.plan.Shares[i].Source = c.Dir
+	}
 	cl := osv.Cmdline{Args: plan.Args, Env: plan.Env, Cwd: plan.Cwd, Verbose: true, PowerOffOnAbort: true}
 	for i, s := range plan.Shares {
 		cl.Mounts = append(cl.Mounts, osv.Mount{Device: i, Target: s.Target})
@@ -217,6 +237,11 @@ func (v *VM) Start(ctx context.Context) error {
 	v.status = Running
 	go v.wait(ctx, v.qemu, pump)
 	go v.watchEnd(ctx, v.cons, v.qemu)
+	rctx, cancel := context.WithCancel(log.WithLogger(context.Background(), log.G(ctx)))
+	v.stopRefresh = cancel
+	for _, c := range v.copies {
+		go refresh(rctx, c.Source, c.Dir, c.Version)
+	}
 	return nil
 }
 
@@ -389,6 +414,9 @@ func (v *VM) wait(ctx context.Context, cmd *exec.Cmd, pump chan struct{}) {
 		}
 	}
 	v.stopHelpers()
+	if v.stopRefresh != nil {
+		v.stopRefresh()
+	}
 	if v.qmp != nil {
 		v.qmp.Close()
 	}
@@ -618,6 +646,9 @@ func (v *VM) teardown(ctx context.Context) error {
 	v.mu.Lock()
 	defer v.mu.Unlock()
 	v.stopProcesses()
+	if v.stopRefresh != nil {
+		v.stopRefresh()
+	}
 	var errs []error
 	if v.tap != "" {
 		errs = append(errs, netns.Unwire(v.plan.NetNS, v.net.Interface, v.tap))
