@@ -343,7 +343,7 @@ func TestCRI(t *testing.T) {
 				t.Errorf("%s: %+v", st.Name, st.State)
 			}
 		}
-		for c, want := range map[string]string{"vm": "program /hello returned 0\n", "sidecar": "hello from the sidecar\n"} {
+		for c, want := range map[string]string{"vm": "hello from feather guest\n", "sidecar": "hello from the sidecar\n"} {
 			out, err := n.logs(ctx, "mixed", &corev1.PodLogOptions{Container: c})
 			if err != nil || !strings.Contains(out, want) {
 				t.Errorf("kubectl logs mixed -c %s: %q, %v; want %q in it", c, out, err, want)
