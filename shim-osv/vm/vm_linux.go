@@ -436,6 +436,8 @@ func (v *VM) exitStatus(werr error) (int, string) {
 		switch e.Reason {
 		case "NotFound":
 			return e.Code, fmt.Sprintf("the program could not be loaded (%s): is its path in the image right?\nlast console lines:\n%s", e.Line, tail)
+		case "NoRoot":
+			return e.Code, fmt.Sprintf("OSv mounted no root file system from the image's disk, so it could not load the program (%s): is the disk an OSv image whose file system this kernel reads (ROFS, ZFS)?\nlast console lines:\n%s", e.Line, tail)
 		case "Crashed":
 			return e.Code, fmt.Sprintf("the program crashed (%s)\nlast console lines:\n%s", e.Line, tail)
 		}
