@@ -29,20 +29,42 @@ func CreateOverlay(ctx context.Context, base, baseFormat, path string) error {
 // WriteAt writes data into the qcow2 disk at offset, through qemu-io, so
 // that only the overlay changes.
 func WriteAt(ctx context.Context, disk string, offset int64, data []byte) error {
-	f, err := os.CreateTemp(filepath.Dir(disk), ".write-")
-	if err != nil {
-		return err
+	return Write(ctx, disk, []Extent{{Offset: offset, Data: data}})
+}
+
+// Extent is bytes to write at a guest offset of a disk.
+type Extent struct {
+	Offset int64
+	Data   []byte
+}
+
+// Write writes the extents into the qcow2 disk, in order, through one
+// qemu-io, so that only the overlay changes and a guest reading the disk
+// afterwards sees them all. The disk must not be in use by a running VM.
+func Write(ctx context.Context, disk string, extents []Extent) error {
+	args := []string{"-f", "qcow2"}
+	for _, e := range extents {
+		f, err := os.CreateTemp(filepath.Dir(disk), ".write-")
+		if err != nil {
+			return err
+		}
+		defer os.Remove(f.Name())
+		if _, err := f.Write(e.Data); err != nil {
+			f.Close()
+			return err
+		}
+		if err := f.Close(); err != nil {
+			return err
+		}
+		args = append(args, "-c", fmt.Sprintf("write -q -s %s %d %d", f.Name(), e.Offset, len(e.Data)))
 	}
-	defer os.Remove(f.Name())
-	if _, err := f.Write(data); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Close(); err != nil {
-		return err
-	}
-	cmd := fmt.Sprintf("write -s %s %d %d", f.Name(), offset, len(data))
-	return run(ctx, qemuIO, "-f", "qcow2", "-c", cmd, disk)
+	return run(ctx, qemuIO, append(args, disk)...)
+}
+
+// Resize sets the qcow2 disk's virtual size to size bytes (a multiple of
+// 512). Growing an overlay writes nothing of its backing file.
+func Resize(ctx context.Context, disk string, size int64) error {
+	return run(ctx, qemuImg, "resize", "-q", "-f", "qcow2", disk, fmt.Sprint(size))
 }
 
 func run(ctx context.Context, name string, args ...string) error {
