@@ -54,7 +54,7 @@ func boot(t *testing.T, ctx context.Context, kernel, disk, cmdline string, extra
 	if err := cmd.Run(); err != nil {
 		t.Fatalf("qemu (%s): %v; console:\n%s", cmdline, err, out.String())
 	}
-	return out.String()
+	return strings.ReplaceAll(out.String(), "\r\n", "\n")
 }
 
 // share starts virtiofsd on dir behind a socket it is handed (no pid file
@@ -113,6 +113,16 @@ func TestRealOSv(t *testing.T) {
 	kernel, base, disk := realOSv(t, ctx)
 	baseSum := sum(t, base)
 
+	src := t.TempDir()
+	if err := os.WriteFile(filepath.Join(src, "token"), []byte("from the host"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	const withShare = "--rootfs=rofs --mount-fs=virtiofs,/dev/virtiofs0,/config /ls /config"
+	// The control: without the mount point, OSv cannot mount the share.
+	if console := boot(t, ctx, kernel, disk, withShare, share(t, src)...); strings.Contains(console, "/config/token") || !strings.Contains(console, "/config: error") {
+		t.Errorf("before EnsureDirs, OSv showed /config; console:\n%s", console)
+	}
+
 	dirs := []string{"/config", "/var/run/secrets/kubernetes.io/serviceaccount", "/data/sub"}
 	start := time.Now()
 	added, err := EnsureDirs(ctx, disk, dirs)
@@ -125,6 +135,11 @@ func TestRealOSv(t *testing.T) {
 		t.Errorf("added %q: want the 7 directories of %q", added, dirs)
 	}
 
+	// The file as the image was built from it (../shared/osv/apps).
+	text, err := os.ReadFile(filepath.Join(filepath.Dir(filepath.Dir(kernel)), "apps", "feather-test.txt"))
+	if err != nil {
+		t.Fatal(err)
+	}
 	console := boot(t, ctx, kernel, disk, "--rootfs=rofs /ls /config /var/run /data /etc/feather-test.txt")
 	for _, want := range []string{
 		"/config/ dir",
@@ -135,8 +150,8 @@ func TestRealOSv(t *testing.T) {
 		"/data/ dir",
 		"/data/.keep file 0 bytes",
 		"/data/sub/ dir",
-		"/etc/feather-test.txt file",
-		"/etc/feather-test.txt content: ",
+		fmt.Sprintf("/etc/feather-test.txt file %d bytes", len(text)),
+		"/etc/feather-test.txt content: " + string(text),
 	} {
 		if !strings.Contains(console, want) {
 			t.Errorf("/ls did not print %q", want)
@@ -145,19 +160,14 @@ func TestRealOSv(t *testing.T) {
 	if strings.Contains(console, ": error") {
 		t.Errorf("/ls printed an error")
 	}
-	if t.Failed() {
-		t.Logf("console:\n%s", console)
-	}
+	t.Logf("console:\n%s", console)
 
 	// A virtio-fs share mounts at the new /config.
-	src := t.TempDir()
-	if err := os.WriteFile(filepath.Join(src, "token"), []byte("from the host"), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	console = boot(t, ctx, kernel, disk, "--rootfs=rofs --mount-fs=virtiofs,/dev/virtiofs0,/config /ls /config", share(t, src)...)
+	console = boot(t, ctx, kernel, disk, withShare, share(t, src)...)
 	if !strings.Contains(console, "/config/token content: from the host") || strings.Contains(console, "failed to create missing mount point") {
-		t.Errorf("the share at /config is not listed; console:\n%s", console)
+		t.Errorf("the share at /config is not listed")
 	}
+	t.Logf("console with the share:\n%s", console)
 
 	if sum(t, base) != baseSum {
 		t.Error("usr.img was written")
