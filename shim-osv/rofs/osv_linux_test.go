@@ -21,6 +21,9 @@ import (
 	"github.com/feather-edge/feather/shim-osv/qemu"
 )
 
+// cmdlineOffset is where OSv's boot disk keeps its command line.
+const cmdlineOffset = 512
+
 // virtiofsd is QEMU 7.2's C virtio-fs daemon (Debian's qemu-system-common).
 const virtiofsd = "/usr/lib/qemu/virtiofsd"
 
@@ -35,18 +38,24 @@ func realOSv(t *testing.T, ctx context.Context) (kernel, base, disk string) {
 	return kernel, base, overlay(t, ctx, base, "qcow2")
 }
 
-// boot direct-boots OSv's kernel with cmdline from disk under TCG, with
+// boot direct-boots OSv's kernel with cmdline from disk under TCG — or,
+// with no kernel, boots the disk itself with cmdline written into it — with
 // extra QEMU arguments, and returns its console once OSv has powered off.
 // QEMU is killed and reaped when the test ends, whatever happened.
 func boot(t *testing.T, ctx context.Context, kernel, disk, cmdline string, extra ...string) string {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(ctx, 60*time.Second)
 	defer cancel()
-	args := append([]string{
-		"-machine", "q35,accel=tcg", "-m", "128M", "-nographic", "-nodefaults", "-no-user-config",
-		"-serial", "stdio", "-kernel", kernel, "-append", cmdline,
+	args := []string{
+		"-machine", "q35,accel=tcg", "-m", "128M", "-nographic", "-nodefaults", "-no-user-config", "-serial", "stdio",
 		"-drive", "file=" + disk + ",if=none,id=hd0,format=qcow2", "-device", "virtio-blk-pci,drive=hd0",
-	}, extra...)
+	}
+	if kernel != "" {
+		args = append(args, "-kernel", kernel, "-append", cmdline)
+	} else if err := qemu.WriteAt(ctx, disk, cmdlineOffset, append([]byte(cmdline), 0)); err != nil {
+		t.Fatal(err)
+	}
+	args = append(args, extra...)
 	cmd := exec.CommandContext(ctx, qemu.System, args...)
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	var out bytes.Buffer
@@ -168,6 +177,15 @@ func TestRealOSv(t *testing.T) {
 		t.Errorf("the share at /config is not listed")
 	}
 	t.Logf("console with the share:\n%s", console)
+
+	// Booted from the disk itself (OSv's boot loader, not -kernel), too.
+	console = boot(t, ctx, "", disk, "--rootfs=rofs /ls /var/run/secrets/kubernetes.io /data")
+	for _, want := range []string{"/var/run/secrets/kubernetes.io/serviceaccount/ dir", "/data/sub/ dir", "/data/.keep file 0 bytes"} {
+		if !strings.Contains(console, want) {
+			t.Errorf("disk boot: /ls did not print %q", want)
+		}
+	}
+	t.Logf("console of the disk boot:\n%s", console)
 
 	if sum(t, base) != baseSum {
 		t.Error("usr.img was written")
