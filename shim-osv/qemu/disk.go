@@ -29,7 +29,7 @@ func CreateOverlay(ctx context.Context, base, baseFormat, path string) error {
 // WriteAt writes data into the qcow2 disk at offset, through qemu-io, so
 // that only the overlay changes.
 func WriteAt(ctx context.Context, disk string, offset int64, data []byte) error {
-	return Write(ctx, disk, []Extent{{Offset: offset, Data: data}})
+	return Write(ctx, disk, 0, []Extent{{Offset: offset, Data: data}})
 }
 
 // Extent is bytes to write at a guest offset of a disk.
@@ -39,10 +39,15 @@ type Extent struct {
 }
 
 // Write writes the extents into the qcow2 disk, in order, through one
-// qemu-io, so that only the overlay changes and a guest reading the disk
-// afterwards sees them all. The disk must not be in use by a running VM.
-func Write(ctx context.Context, disk string, extents []Extent) error {
+// qemu-io, so that only the overlay changes; with size > 0 (a multiple of
+// 512) it first sets the disk's virtual size to size, which for an overlay
+// writes nothing of its backing file. The disk must not be in use by a
+// running VM.
+func Write(ctx context.Context, disk string, size int64, extents []Extent) error {
 	args := []string{"-f", "qcow2"}
+	if size > 0 {
+		args = append(args, "-c", fmt.Sprintf("truncate %d", size))
+	}
 	for _, e := range extents {
 		f, err := os.CreateTemp(filepath.Dir(disk), ".write-")
 		if err != nil {
@@ -59,12 +64,6 @@ func Write(ctx context.Context, disk string, extents []Extent) error {
 		args = append(args, "-c", fmt.Sprintf("write -q -s %s %d %d", f.Name(), e.Offset, len(e.Data)))
 	}
 	return run(ctx, qemuIO, append(args, disk)...)
-}
-
-// Resize sets the qcow2 disk's virtual size to size bytes (a multiple of
-// 512). Growing an overlay writes nothing of its backing file.
-func Resize(ctx context.Context, disk string, size int64) error {
-	return run(ctx, qemuImg, "resize", "-q", "-f", "qcow2", disk, fmt.Sprint(size))
 }
 
 func run(ctx context.Context, name string, args ...string) error {

@@ -80,12 +80,10 @@ func EnsureDirs(ctx context.Context, overlay string, dirs []string) (added []str
 	if err != nil {
 		return nil, fmt.Errorf("disk %s: %w", overlay, err)
 	}
-	if size > root.diskSize {
-		if err := qemu.Resize(ctx, overlay, size); err != nil {
-			return nil, fmt.Errorf("grow disk for mount points: %w", err)
-		}
+	if size <= root.diskSize {
+		size = 0 // no need to grow
 	}
-	if err := qemu.Write(ctx, overlay, extents); err != nil {
+	if err := qemu.Write(ctx, overlay, size, extents); err != nil {
 		return nil, fmt.Errorf("add mount points to the disk: %w", err)
 	}
 	log.G(ctx).WithField("disk", overlay).WithField("added", added).Debug("added mount points to the ROFS root")
