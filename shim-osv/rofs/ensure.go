@@ -32,7 +32,7 @@ const (
 	partEndCHS     = 5
 	partStartLBA   = 8
 	partSectors    = 12
-	maxStructBytes = 256 << 20
+	maxStructBytes = 64 << 20
 )
 
 // EnsureDirs makes every directory of dirs (absolute clean paths of mount

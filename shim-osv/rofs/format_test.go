@@ -172,3 +172,32 @@ func TestDecodeInvalid(t *testing.T) {
 		t.Errorf("unedited: %v", err)
 	}
 }
+
+// FuzzDecode feeds Decode structures it must refuse or accept without
+// panicking; what it accepts, MkdirAll and Encode must handle, and the
+// encoding must decode again.
+func FuzzDecode(f *testing.F) {
+	part := genPartition(f, image)
+	sb := DecodeSuperblock(part)
+	f.Add(sb.Entries, sb.Symlinks, sb.Inodes, part[sb.StructFirst*BlockSize:], "/etc/x/y")
+	f.Add(uint64(1), uint64(0), uint64(2), make([]byte, 200), "/config")
+	f.Fuzz(func(t *testing.T, entries, symlinks, inodes uint64, b []byte, dir string) {
+		fs, err := Decode(Superblock{Entries: entries, Symlinks: symlinks, Inodes: inodes}, b)
+		if err != nil {
+			if !errors.Is(err, errdefs.ErrInvalidArgument) {
+				t.Fatalf("Decode: %v, not ErrInvalidArgument", err)
+			}
+			return
+		}
+		if _, err := fs.MkdirAll(dir); err != nil && !errors.Is(err, errdefs.ErrInvalidArgument) {
+			t.Fatalf("MkdirAll: %v, not ErrInvalidArgument", err)
+		}
+		out, sb, err := fs.Encode()
+		if err != nil {
+			return
+		}
+		if _, err := Decode(sb, out); err != nil {
+			t.Fatalf("Decode of Encode: %v", err)
+		}
+	})
+}

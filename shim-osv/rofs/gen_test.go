@@ -52,7 +52,7 @@ func (s spec) tree() *node {
 }
 
 // genPartition returns the bytes of a ROFS partition holding s.
-func genPartition(t *testing.T, s spec) []byte {
+func genPartition(t testing.TB, s spec) []byte {
 	t.Helper()
 	le := binary.LittleEndian
 	var (
