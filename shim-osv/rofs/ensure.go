@@ -50,7 +50,10 @@ const (
 //
 // A component of a path that is a regular file or a symlink in the image
 // gives an ErrInvalidArgument error naming it; a disk without a ROFS root
-// an error wrapping ErrNotROFS.
+// an error wrapping ErrNotROFS; a disk whose qcow2 features the Go reader
+// lacks (zstd-compressed clusters, extended L2 entries) an ErrNotImplemented
+// error that is not ErrNotROFS. It is not safe to run concurrently with any
+// other writer of the overlay.
 func EnsureDirs(ctx context.Context, overlay string, dirs []string) (added []string, err error) {
 	for _, d := range dirs {
 		if err := CheckPath(d); err != nil {
