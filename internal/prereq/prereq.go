@@ -5,8 +5,12 @@
 package prereq
 
 import (
+	"errors"
+	"fmt"
 	"os"
 	"os/exec"
+	"path/filepath"
+	"strings"
 )
 
 // Env names the variable that turns a missing prerequisite from a skip
@@ -50,4 +54,62 @@ func Program(t T, name, hint string) string {
 	p, err := exec.LookPath(name)
 	Check(t, err == nil, name+" not found: "+hint)
 	return p
+}
+
+// OSv is a Check that the real OSv build (../shared/osv beside the
+// checkout; see its README) holds version (e.g. "v0.57.0"); it returns that
+// version's folder.
+func OSv(t T, version string) string {
+	t.Helper()
+	dir, err := SharedDir()
+	if err == nil {
+		dir = filepath.Join(dir, "osv", version)
+		_, err = os.Stat(filepath.Join(dir, "usr.img"))
+	}
+	Check(t, err == nil, fmt.Sprintf("real OSv %s (../shared/osv beside the checkout): %v", version, err))
+	return dir
+}
+
+// SharedDir returns the shared/ folder beside the checkout — or, in a git
+// worktree, beside the main checkout — where test data too large or not
+// ours to commit is kept.
+func SharedDir() (string, error) {
+	root, err := repoRoot()
+	if err != nil {
+		return "", err
+	}
+	tried := []string{filepath.Join(filepath.Dir(root), "shared")}
+	// A worktree's .git is a file: "gitdir: MAIN/.git/worktrees/NAME".
+	if b, err := os.ReadFile(filepath.Join(root, ".git")); err == nil {
+		if gitdir, ok := strings.CutPrefix(strings.TrimSpace(string(b)), "gitdir: "); ok {
+			if main, _, ok := strings.Cut(gitdir, string(filepath.Separator)+".git"+string(filepath.Separator)); ok {
+				tried = append(tried, filepath.Join(filepath.Dir(main), "shared"))
+			}
+		}
+	}
+	for _, d := range tried {
+		if fi, err := os.Stat(d); err == nil && fi.IsDir() {
+			return d, nil
+		}
+	}
+	return "", fmt.Errorf("no shared folder at %s", strings.Join(tried, " or "))
+}
+
+// repoRoot returns the top of the Feather checkout, found from the working
+// directory (go test runs in the package's folder).
+func repoRoot() (string, error) {
+	dir, err := os.Getwd()
+	if err != nil {
+		return "", err
+	}
+	for {
+		if b, err := os.ReadFile(filepath.Join(dir, "go.mod")); err == nil && strings.HasPrefix(string(b), "module github.com/feather-edge/feather\n") {
+			return dir, nil
+		}
+		parent := filepath.Dir(dir)
+		if parent == dir {
+			return "", errors.New("not inside the Feather repository")
+		}
+		dir = parent
+	}
 }

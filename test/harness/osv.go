@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 
 	"github.com/feather-edge/feather/flint/image"
+	"github.com/feather-edge/feather/internal/prereq"
 	"github.com/feather-edge/feather/flint/pack"
 )
 
@@ -25,11 +26,9 @@ const (
 // are test data: read them there, never copy them into the project.
 func RealOSv(t T) string {
 	t.Helper()
-	root, err := RepoRoot()
-	if err != nil {
-		t.Fatalf("harness: %v", err)
-	}
-	dir := filepath.Join(filepath.Dir(root), "shared", "osv", RealOSvVersion)
+	shared, err := prereq.SharedDir()
+	Prerequisite(t, err == nil, fmt.Sprintf("the real OSv %s (../shared/osv beside the checkout): %v", RealOSvVersion, err))
+	dir := filepath.Join(shared, "osv", RealOSvVersion)
 	for _, f := range []string{"usr.img", "loader-stripped.elf"} {
 		_, err := os.Stat(filepath.Join(dir, f))
 		Prerequisite(t, err == nil, fmt.Sprintf("the real OSv %s is not at %s: %v", RealOSvVersion, dir, err))
