@@ -7,8 +7,8 @@ import (
 	"path/filepath"
 
 	"github.com/feather-edge/feather/flint/image"
-	"github.com/feather-edge/feather/internal/prereq"
 	"github.com/feather-edge/feather/flint/pack"
+	"github.com/feather-edge/feather/internal/prereq"
 )
 
 // RealOSvVersion is the OSv build in ../shared/osv that tests boot.
