@@ -26,6 +26,7 @@ import (
 	"github.com/feather-edge/feather/shim-osv/netns"
 	"github.com/feather-edge/feather/shim-osv/qemu"
 	"github.com/feather-edge/feather/shim-osv/qmp"
+	"github.com/feather-edge/feather/shim-osv/rofs"
 	"github.com/feather-edge/feather/vmimage"
 )
 
@@ -171,6 +172,9 @@ func Create(ctx context.Context, cfg Config) (_ *VM, retErr error) {
 	if err := qemu.CreateOverlay(ctx, layout.Disk, layout.DiskFormat, disk); err != nil {
 		return nil, fmt.Errorf("instance disk: %w", err)
 	}
+	if err := v.ensureMountPoints(ctx, disk); err != nil {
+		return nil, err
+	}
 	if layout.Kernel != "" {
 		if err := osv.CheckLength(v.cmdline, osv.MaxDirect); err != nil {
 			return nil, err
@@ -241,6 +245,31 @@ func (v *VM) Start(ctx context.Context) error {
 	v.stopRefresh = cancel
 	for _, c := range v.copies {
 		go refresh(rctx, c.Source, c.Dir, c.Version)
+	}
+	return nil
+}
+
+// ensureMountPoints makes the shares' mount points exist in the ROFS root
+// of the instance disk: OSv cannot create one on its read-only root. On a
+// disk that is not ROFS (a ZFS root, say) the image must have them.
+func (v *VM) ensureMountPoints(ctx context.Context, disk string) error {
+	var targets []string
+	for _, s := range v.plan.Shares {
+		targets = append(targets, s.Target)
+	}
+	if len(targets) == 0 {
+		return nil
+	}
+	added, err := rofs.EnsureDirs(ctx, disk, targets)
+	switch {
+	case errors.Is(err, rofs.ErrNotROFS) || errdefs.IsNotImplemented(err):
+		log.G(ctx).WithError(err).Debug("mount points: the disk's root is not ROFS, the image must have them")
+		return nil
+	case err != nil:
+		return fmt.Errorf("mount points in the image's root: %w", err)
+	}
+	if len(added) > 0 {
+		log.G(ctx).WithField("added", added).Debug("mount points added to the instance disk")
 	}
 	return nil
 }

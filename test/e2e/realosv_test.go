@@ -108,10 +108,18 @@ func TestRealOSvCtr(t *testing.T) {
 				t.Errorf("/crash: exit code %d (want 134) and the reason:\n%s", code, out)
 			}
 
-			// A configMap-like volume at a directory the image has.
-			out, code = ctrRun(ctx, t, ctrd, "--mount", "type=bind,src="+vol+",dst=/data,options=rbind:ro", ref, id("ls"), "/ls", "/data")
-			if code != 0 || !strings.Contains(out, "answer=42") || !strings.Contains(out, "t0k3n") || strings.Contains(out, "..data") {
-				t.Errorf("/ls of an atomic-writer volume: exit %d:\n%s", code, out)
+			// Atomic-writer volumes at directories the image lacks, one of
+			// them where a pod's service-account token goes.
+			const sa = "/var/run/secrets/kubernetes.io/serviceaccount"
+			out, code = ctrRun(ctx, t, ctrd, "--mount", "type=bind,src="+vol+",dst=/config,options=rbind:ro",
+				"--mount", "type=bind,src="+vol+",dst="+sa+",options=rbind:ro", ref, id("ls"), "/ls", "/config", sa)
+			if code != 0 || strings.Count(out, "answer=42") != 2 || strings.Count(out, "t0k3n") != 2 || strings.Contains(out, "..data") {
+				t.Errorf("/ls of atomic-writer volumes at /config and %s: exit %d:\n%s", sa, code, out)
+			}
+			// A mount point under a file of the image.
+			out, code = ctrRun(ctx, t, ctrd, "--mount", "type=bind,src="+vol+",dst=/etc/feather-test.txt/x,options=rbind:ro", ref, id("under-file"), "/ls", "/")
+			if code == 0 || !strings.Contains(out, "/etc/feather-test.txt is a file in the image") {
+				t.Errorf("a mountPath under a file of the image: exit %d:\n%s", code, out)
 			}
 		})
 	}
@@ -232,14 +240,14 @@ func TestRealOSvPods(t *testing.T) {
 	withConfig := func(p *corev1.Pod) {
 		p.Spec.Volumes = append(p.Spec.Volumes, corev1.Volume{Name: "conf", VolumeSource: corev1.VolumeSource{
 			ConfigMap: &corev1.ConfigMapVolumeSource{LocalObjectReference: corev1.LocalObjectReference{Name: "conf"}}}})
-		p.Spec.Containers[0].VolumeMounts = []corev1.VolumeMount{{Name: "conf", MountPath: "/data"}}
+		p.Spec.Containers[0].VolumeMounts = []corev1.VolumeMount{{Name: "conf", MountPath: "/config"}}
 	}
 	c.create(ctx, t,
 		osvPod("exit5", diskRef, true, []string{"/exitcall", "5"}, withSecret),
 		osvPod("args", directRef, false, append([]string{"/args"}, hardValues...)),
 		osvPod("missing", directRef, true, []string{"/nonexist"}),
 		osvPod("crash", diskRef, false, []string{"/crash"}),
-		osvPod("config", directRef, true, []string{"/ls", "/data"}, withConfig),
+		osvPod("config", directRef, true, []string{"/ls", "/config", "/var/run/secrets/kubernetes.io/serviceaccount"}, withConfig),
 	)
 	terminated := func(p *corev1.Pod) *corev1.ContainerStateTerminated {
 		if len(p.Status.ContainerStatuses) == 0 {
@@ -277,8 +285,9 @@ func TestRealOSvPods(t *testing.T) {
 	if out := logs("args"); !strings.Contains(out, "argv[1]=two words\n") || !strings.Contains(out, "argv[17]=grüß 日本\n") || strings.Contains(out, "Cmdline") {
 		t.Errorf("kubectl logs args:\n%s", out)
 	}
-	if out := logs("config"); !strings.Contains(out, "answer=42") {
-		t.Errorf("kubectl logs config (a configMap volume by name):\n%s", out)
+	if out := logs("config"); !strings.Contains(out, "answer=42") || !strings.Contains(out, "ca.crt") || !strings.Contains(out, "namespace") ||
+		!strings.Contains(out, "token") || strings.Contains(out, "..data") {
+		t.Errorf("kubectl logs config (a configMap at /config and the service-account token, by name):\n%s", out)
 	}
 	for name, text := range map[string]string{"the agent's log": readString(t, c.agent.LogFile()),
 		"containerd's log": readString(t, filepath.Join(c.ctrd.Dir, "containerd.log")), "kubectl logs": logs("exit5")} {
