@@ -55,7 +55,7 @@ func TestRender(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if got != tc.want {
+			if got != tc.want+tailPad {
 				t.Errorf("Render() =\n%s\nwant\n%s", got, tc.want)
 			}
 		})

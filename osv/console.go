@@ -59,15 +59,15 @@ var (
 )
 
 // Console follows an OSv console line by line and tells whose each line is:
-// everything before the command's echo is OSv's boot, everything after the
+// everything before the command's echo ("Cmdline: …", which OSv prints
+// just before it loads the program) is OSv's boot, everything after the
 // program's end is OSv's shutdown, and between them only the lines OSv's
-// drivers print on their own are not the program's. The zero value is
-// ready; it is not safe for concurrent use.
+// drivers print on their own are not the program's. The echo is found by
+// its prefix, not compared with the command line: OSv v0.57 was seen to
+// print it with bytes changed. No boot line can pose as it: a variable's
+// value (printed with --verbose) cannot hold a line break (see Render). The
+// zero value is ready; it is not safe for concurrent use.
 type Console struct {
-	// Echo is the command line's part after the loader options, which OSv
-	// echoes as "Cmdline: "+Echo (see AppPart); "" accepts any echo.
-	Echo string
-
 	started bool
 	noRoot  bool // a root file system failed to mount during the boot
 	end     *Ending
@@ -86,7 +86,7 @@ func (c *Console) Line(l string) LineKind {
 		if rootFailedRe.MatchString(l) {
 			c.noRoot = true
 		}
-		if rest, ok := strings.CutPrefix(l, "Cmdline: "); ok && (c.Echo == "" || rest == c.Echo) {
+		if strings.HasPrefix(l, "Cmdline: ") {
 			c.started = true
 			return Start
 		}

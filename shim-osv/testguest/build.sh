@@ -60,7 +60,7 @@ done <<<"$show"
 
 # The key: everything that goes into the images.
 src_sum() {
-	(cd "$ROOT" && find shim-osv/testguest ocilayout vmimage -name '*.go' ! -name '*_test.go' ! -path '*/testdata/*' -print0 |
+	(cd "$ROOT" && find shim-osv/testguest ocilayout vmimage osv -name '*.go' ! -name '*_test.go' ! -path '*/testdata/*' -print0 |
 		sort -z | xargs -0 cat go.mod go.sum shim-osv/testguest/build.sh | sha256sum | cut -d' ' -f1)
 }
 TOOLS=$(dpkg-query -W -f='${Package}=${Version} ' "${TOOL_PACKAGES[@]}" 2>/dev/null) ||

@@ -34,10 +34,9 @@ type console struct {
 	ending *osv.Ending
 }
 
-// newConsole returns a console expecting OSv's echo of echo (see
-// osv.AppPart), logging to l.
-func newConsole(echo string, l *log.Entry) *console {
-	return &console{log: l, osv: osv.Console{Echo: echo},
+// newConsole returns a console logging to l.
+func newConsole(l *log.Entry) *console {
+	return &console{log: l,
 		first: make(chan struct{}), start: make(chan struct{}), ended: make(chan struct{})}
 }
 

@@ -23,7 +23,7 @@ func TestConsole(t *testing.T) {
 		{"never started", "OSv v0.57.0\r\nSetting in environment: SECRET=s3cr3t\r\n", "", nil},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			c := newConsole("/args x", nil)
+			c := newConsole(nil)
 			var out bytes.Buffer
 			c.pump(strings.NewReader(tc.in), &out)
 			if out.String() != tc.out {
@@ -37,7 +37,7 @@ func TestConsole(t *testing.T) {
 			}
 		})
 	}
-	c := newConsole("", nil)
+	c := newConsole(nil)
 	var in strings.Builder
 	in.WriteString("Cmdline: /x\n")
 	for i := range 50 {

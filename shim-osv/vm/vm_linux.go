@@ -274,10 +274,9 @@ func (v *VM) ensureMountPoints(ctx context.Context, disk string) error {
 	return nil
 }
 
-// newConsole returns a console for the VM's command line, logging OSv's
-// own lines with the VM's id.
+// newConsole returns a console logging OSv's own lines with the VM's id.
 func (v *VM) newConsole(ctx context.Context) *console {
-	return newConsole(osv.AppPart(v.cmdline), log.G(ctx).WithField("vm", v.cfg.ID))
+	return newConsole(log.G(ctx).WithField("vm", v.cfg.ID))
 }
 
 // watchEnd stops a guest that keeps running EndGrace after its console
