@@ -15,7 +15,7 @@ type usage struct {
 	cpuNs uint64
 	// mem is memory usage, workingSet usage less inactive file pages (as
 	// cadvisor computes it), rss the anonymous memory.
-	mem, workingSet, rss uint64
+	mem, workingSet, rss    uint64
 	pageFaults, majorFaults uint64
 	// limit is the memory limit, 0 for none.
 	limit uint64
