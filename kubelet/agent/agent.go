@@ -77,6 +77,9 @@ type Config struct {
 	ClusterDNS    []string
 	ClusterDomain string
 	ResolvConf    string
+	// ImageFsDir is on the file system that holds images and containers'
+	// writable layers (containerd's root), reported as the node's imageFs.
+	ImageFsDir string
 }
 
 // DefaultConfig returns the defaults of every flag.
@@ -101,6 +104,7 @@ func DefaultConfig() Config {
 		CNINetwork:        "feather",
 		ClusterDomain:     "cluster.local",
 		ResolvConf:        "/etc/resolv.conf",
+		ImageFsDir:        "/var/lib/containerd",
 	}
 }
 
@@ -212,7 +216,7 @@ func Run(ctx context.Context, cfg Config) error {
 		return err
 	}
 
-	// The kubelet API (logs), authenticated and authorised as kubelet's:
+	// The kubelet API (logs, stats, metrics), authenticated and authorised as kubelet's:
 	// client certificates of the cluster CA, or tokens, checked by the API.
 	cert := &servingCert{}
 	certDir := filepath.Join(cfg.StateDir, "pki")
@@ -221,12 +225,15 @@ func Run(ctx context.Context, cfg Config) error {
 	pool := x509.NewCertPool()
 	pool.AppendCertsFromPEM(restCfg.CAData)
 	tlsCfg := &tls.Config{MinVersion: tls.VersionTLS12, GetCertificate: cert.get, ClientAuth: tls.VerifyClientCertIfGiven, ClientCAs: pool}
+	sc := newStats(cfg, cd, provider.GetPods)
 	mux := http.NewServeMux()
+	mux.Handle("GET /metrics/cadvisor", cadvisorHandler(sc))
+	mux.HandleFunc("GET /healthz", healthz)
 	mux.Handle("/", api.PodHandler(api.PodHandlerConfig{
 		RunInContainer: provider.RunInContainer, AttachToContainer: provider.AttachToContainer,
 		GetContainerLogs: provider.GetContainerLogs, GetPods: provider.GetPods,
 		GetPodsFromKubernetes: func(context.Context) ([]*corev1.Pod, error) { return podInformer.Lister().List(labels.Everything()) },
-		GetStatsSummary:       provider.GetStatsSummary, GetMetricsResource: provider.GetMetricsResource,
+		GetStatsSummary:       sc.Summary, GetMetricsResource: resourceMetrics(sc),
 		PortForward: provider.PortForward,
 	}, true))
 	ln, err := tls.Listen("tcp", net.JoinHostPort("", strconv.Itoa(cfg.Port)), tlsCfg)
