@@ -124,7 +124,14 @@ func Run(ctx context.Context, cfg Config) error {
 	if err != nil {
 		return err
 	}
-	cd, err := client.New(cfg.Containerd, client.WithDefaultNamespace(cfg.Namespace))
+	var provider *pods.Provider
+	am := newAgentMetrics(func(ctx context.Context) ([]*corev1.Pod, error) {
+		if provider == nil {
+			return nil, nil
+		}
+		return provider.GetPods(ctx)
+	})
+	cd, err := client.New(cfg.Containerd, client.WithDefaultNamespace(cfg.Namespace), client.WithExtraDialOpts(am.interceptors()))
 	if err != nil {
 		return fmt.Errorf("containerd at %s: %w", cfg.Containerd, err)
 	}
@@ -195,16 +202,16 @@ func Run(ctx context.Context, cfg Config) error {
 		Root: filepath.Join(cfg.StateDir, "pods"), Source: volumes.NewClientSource(kube),
 		NodeName: cfg.NodeName, NodeAllocatable: status.Node().Status.Allocatable,
 	}
-	provider, err := pods.New(ctx, pods.Config{
+	provider, err = pods.New(ctx, pods.Config{
 		NodeName: cfg.NodeName, HostIP: ip, Namespace: cfg.Namespace, Runtimes: cfg.Runtimes, PlainHTTP: cfg.PlainHTTP,
 		RegistryConfigDir: cfg.RegistryConfigDir, LogDir: cfg.LogDir, StateDir: cfg.StateDir, RunDir: cfg.RunDir, Logger: logger, Admit: admit,
-		Network: network, DNS: dnsConfig(cfg),
+		Network: network, DNS: dnsConfig(cfg), ObservePull: am.pullObserved,
 	}, cd, kube, getters.secrets.Lister(), recorder, vols)
 	if err != nil {
 		return err
 	}
 	pc, err := node.NewPodController(node.PodControllerConfig{
-		PodClient: kube.CoreV1(), EventRecorder: recorder, Provider: provider, PodInformer: podInformer,
+		PodClient: kube.CoreV1(), EventRecorder: recorder, Provider: measured{provider, am}, PodInformer: podInformer,
 		SecretInformer: getters.secrets, ConfigMapInformer: getters.configMaps, ServiceInformer: svcInformer,
 	})
 	if err != nil {
@@ -229,6 +236,7 @@ func Run(ctx context.Context, cfg Config) error {
 	mux := http.NewServeMux()
 	mux.Handle("GET /metrics/cadvisor", cadvisorHandler(sc))
 	mux.HandleFunc("GET /healthz", healthz)
+	mux.Handle("GET /metrics", am.handler())
 	mux.Handle("/", api.PodHandler(api.PodHandlerConfig{
 		RunInContainer: provider.RunInContainer, AttachToContainer: provider.AttachToContainer,
 		GetContainerLogs: provider.GetContainerLogs, GetPods: provider.GetPods,

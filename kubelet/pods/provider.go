@@ -59,6 +59,9 @@ type Config struct {
 	Network Network
 	// DNS makes the pods' resolv.conf.
 	DNS dns.Config
+	// ObservePull, if set, is told how long each image pull took and
+	// whether it failed (the agent's metrics).
+	ObservePull func(d time.Duration, err error)
 }
 
 // Network attaches pods' network namespaces to the pod network; the agent
@@ -390,4 +393,3 @@ func removeAll(dir string) error {
 	}
 	return os.RemoveAll(dir)
 }
-
