@@ -26,6 +26,8 @@ type Cluster struct {
 	// DNS and KubeProxy run when ClusterOptions.Services is set, else nil.
 	DNS       *DNS
 	KubeProxy *KubeProxy
+	// MetricsServer runs when ClusterOptions.Metrics is set, else nil.
+	MetricsServer *MetricsServer
 	// Kube is a cluster-admin client.
 	Kube kubernetes.Interface
 	// Busybox and Unikernel are image references in Registry: Debian's
@@ -44,6 +46,9 @@ type ClusterOptions struct {
 	// through. kube-proxy owns the host's KUBE-* iptables chains, so only one
 	// cluster of the host may have Services at a time.
 	Services bool
+	// Metrics adds metrics-server (APIService v1beta1.metrics.k8s.io), so
+	// that `kubectl top` and HorizontalPodAutoscalers work.
+	Metrics bool
 }
 
 // The local names the images are imported under, before they are tagged with
@@ -94,6 +99,9 @@ func (e *Env) StartCluster(opts ClusterOptions) *Cluster {
 		opts.Agent.Args = append([]string{"--cluster-dns", ClusterDNSIP, "--cluster-domain", ClusterDomain}, opts.Agent.Args...)
 	}
 	c.Agent = e.StartAgent(cp, ctrd, opts.Agent)
+	if opts.Metrics {
+		c.MetricsServer = e.StartMetricsServer(cp)
+	}
 	if opts.Services {
 		c.KubeProxy = e.StartKubeProxy(cp, c.Agent.Name, c.Agent.Network.Subnet.String())
 	}
