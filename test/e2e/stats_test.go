@@ -49,9 +49,13 @@ func TestAgentStats(t *testing.T) {
 		VolumeMounts: []corev1.VolumeMount{{Name: "data", MountPath: "/data"}}})
 	disk.Spec.Volumes = []corev1.Volume{{Name: "data", VolumeSource: corev1.VolumeSource{EmptyDir: &corev1.EmptyDirVolumeSource{}}}}
 	uk := newPod("uk", corev1.RestartPolicyAlways, corev1.Container{Name: "c", Image: c.unikernel, Args: []string{"/httpd", "8080"}})
-	uk.Spec.RuntimeClassName = ptrTo("osv")
-	c.create(ctx, t, burn, mem, disk, uk)
-	for _, name := range []string{"burn", "mem", "disk", "uk"} {
+	ukBurn := newPod("uk-burn", corev1.RestartPolicyAlways, corev1.Container{Name: "c", Image: c.unikernel, Args: []string{"/burn"}})
+	ukMem := newPod("uk-mem", corev1.RestartPolicyAlways, corev1.Container{Name: "c", Image: c.unikernel, Args: []string{"/alloc", "100"}})
+	for _, p := range []*corev1.Pod{uk, ukBurn, ukMem} {
+		p.Spec.RuntimeClassName = ptrTo("osv")
+	}
+	c.create(ctx, t, burn, mem, disk, uk, ukBurn, ukMem)
+	for _, name := range []string{"burn", "mem", "disk", "uk", "uk-burn", "uk-mem"} {
 		c.waitPod(t, name, 3*time.Minute, ready)
 	}
 
@@ -79,30 +83,47 @@ func TestAgentStats(t *testing.T) {
 		return err == nil && len(body) == 50<<20, nil
 	})
 
-	// The burning container's CPU, measured independently from its
-	// process's /proc/PID/stat over the same window as two summaries.
-	pid := c.taskPid(ctx, t, c.pod(ctx, t, "burn"))
-	s1, procT1, at1 := c.summary(ctx, t), procCPU(t, pid), time.Now()
+	// The burning container's and VM's CPU, measured independently from
+	// their process's /proc/PID/stat (QEMU's: all its threads) over the same
+	// window as two summaries.
+	burners := []string{"burn", "uk-burn"}
+	pids := map[string]int{}
+	for _, b := range burners {
+		pids[b] = c.taskPid(ctx, t, c.pod(ctx, t, b))
+	}
+	procT1 := map[string]float64{}
+	s1, at1 := c.summary(ctx, t), time.Now()
+	for _, b := range burners {
+		procT1[b] = procCPU(t, pids[b])
+	}
 	time.Sleep(12 * time.Second) // the agent keeps a summary 10 s; this is the measuring window, not a wait for a state
-	s2, procT2, at2 := c.summary(ctx, t), procCPU(t, pid), time.Now()
+	s2, at2 := c.summary(ctx, t), time.Now()
+	for _, b := range burners {
+		procCores := (procCPU(t, pids[b]) - procT1[b]) / at2.Sub(at1).Seconds()
+		cpu1, cpu2 := container(t, s1, b).CPU, container(t, s2, b).CPU
+		agentCores := float64(*cpu2.UsageCoreNanoSeconds-*cpu1.UsageCoreNanoSeconds) / float64(cpu2.Time.Sub(cpu1.Time.Time).Nanoseconds())
+		if cpu2.UsageNanoCores == nil {
+			t.Fatalf("second summary has no usageNanoCores for %s", b)
+		}
+		nano := float64(*cpu2.UsageNanoCores) / 1e9
+		t.Logf("%s: agent %.0fm (usageNanoCores %.0fm), its process by /proc %.0fm", b, agentCores*1000, nano*1000, procCores*1000)
+		if d := agentCores/procCores - 1; d < -0.1 || d > 0.1 {
+			t.Errorf("%s's CPU: agent %.0fm, /proc %.0fm: more than 10%% apart", b, agentCores*1000, procCores*1000)
+		}
+		if nano < 0.9*procCores || nano > 1.1*procCores || nano < 0.5 {
+			t.Errorf("%s's usageNanoCores %.0fm, want about its process's %.0fm (a core, on a machine that has one to give)", b, nano*1000, procCores*1000)
+		}
+	}
 
-	cpu1, cpu2 := container(t, s1, "burn").CPU, container(t, s2, "burn").CPU
-	agentCores := float64(*cpu2.UsageCoreNanoSeconds-*cpu1.UsageCoreNanoSeconds) / float64(cpu2.Time.Sub(cpu1.Time.Time).Nanoseconds())
-	procCores := (procT2 - procT1) / at2.Sub(at1).Seconds()
-	if cpu2.UsageNanoCores == nil {
-		t.Fatal("second summary has no usageNanoCores for burn")
-	}
-	t.Logf("burn: agent %.0fm (usageNanoCores %dm), its process by /proc %.0fm", agentCores*1000, *cpu2.UsageNanoCores/1e6, procCores*1000)
-	if d := agentCores/procCores - 1; d < -0.1 || d > 0.1 {
-		t.Errorf("burn's CPU: agent %.0fm, /proc %.0fm: more than 10%% apart", agentCores*1000, procCores*1000)
-	}
-	if n := float64(*cpu2.UsageNanoCores) / 1e9; n < 0.9*procCores || n > 1.1*procCores || n < 0.5 {
-		t.Errorf("burn's usageNanoCores %.0fm, want about its process's %.0fm (a core, on a machine that has one to give)", n*1000, procCores*1000)
-	}
-
-	// 100 MiB of memory in the working set, within 20%.
+	// 100 MiB of memory in the working set, within 20%: a container's
+	// own, a VM's beside an idle VM of the same image.
 	if ws := float64(*container(t, s2, "mem").Memory.WorkingSetBytes) / (1 << 20); ws < 80 || ws > 120 {
 		t.Errorf("mem's working set %.1f MiB, want 100 MiB ± 20%%", ws)
+	}
+	idle, full := float64(*container(t, s2, "uk").Memory.WorkingSetBytes)/(1<<20), float64(*container(t, s2, "uk-mem").Memory.WorkingSetBytes)/(1<<20)
+	t.Logf("VM working sets: idle %.1f MiB, with 100 MiB allocated %.1f MiB", idle, full)
+	if d := full - idle; d < 80 || d > 120 {
+		t.Errorf("uk-mem's working set %.1f MiB is %.1f MiB above the idle VM's %.1f MiB, want 100 MiB ± 20%%", full, d, idle)
 	}
 	for _, p := range s2.Pods {
 		switch p.PodRef.Name {
