@@ -80,6 +80,8 @@ type Config struct {
 	// ImageFsDir is on the file system that holds images and containers'
 	// writable layers (containerd's root), reported as the node's imageFs.
 	ImageFsDir string
+	// StatsMaxAge is how long a gathering of stats serves requests.
+	StatsMaxAge time.Duration
 }
 
 // DefaultConfig returns the defaults of every flag.
@@ -105,6 +107,7 @@ func DefaultConfig() Config {
 		ClusterDomain:     "cluster.local",
 		ResolvConf:        "/etc/resolv.conf",
 		ImageFsDir:        "/var/lib/containerd",
+		StatsMaxAge:       10 * time.Second,
 	}
 }
 

@@ -27,7 +27,7 @@ func newStats(cfg Config, cd *client.Client, pods func(context.Context) ([]*core
 		NodeName: cfg.NodeName, Pods: pods,
 		Runtime:  &stats.Containerd{Client: cd, Unikernel: func(rt string) bool { return osv != "" && rt == osv }},
 		StateDir: cfg.StateDir, ImageFsDir: cfg.ImageFsDir, LogDir: cfg.LogDir,
-		VolumesDir: filepath.Join(cfg.StateDir, "pods"), Bridge: cfg.CNIBridge,
+		VolumesDir: filepath.Join(cfg.StateDir, "pods"), Bridge: cfg.CNIBridge, MaxAge: cfg.StatsMaxAge,
 		PodNetwork: func(_ context.Context, uid types.UID) ([]statsv1alpha1.InterfaceStats, error) {
 			return stats.NetnsInterfaces(nets.Path(string(uid)))
 		},

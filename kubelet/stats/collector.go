@@ -55,9 +55,10 @@ type Config struct {
 	PodNetwork func(ctx context.Context, uid types.UID) ([]statsv1alpha1.InterfaceStats, error)
 	// Bridge is the pod network's bridge, left out of the node's network.
 	Bridge string
-	// MaxAge is how long a gathering is reused (default 10 s, below
-	// metrics-server's 15 s resolution); Timeout bounds each container's
-	// metrics (default 3 s).
+	// MaxAge is how long a gathering is reused (0: not at all; the agent's
+	// default is 10 s, below metrics-server's 15 s resolution, so that the
+	// endpoints one scrape reads share a gathering); Timeout bounds each
+	// container's metrics (default 3 s).
 	MaxAge, Timeout time.Duration
 	// Now is the clock (default time.Now).
 	Now func() time.Time
@@ -82,9 +83,6 @@ type cpuSample struct {
 func New(cfg Config) *Collector {
 	if cfg.Proc == "" {
 		cfg.Proc = "/proc"
-	}
-	if cfg.MaxAge == 0 {
-		cfg.MaxAge = 10 * time.Second
 	}
 	if cfg.Timeout == 0 {
 		cfg.Timeout = 3 * time.Second

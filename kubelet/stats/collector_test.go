@@ -275,3 +275,18 @@ func TestDiskUsage(t *testing.T) {
 		t.Errorf("missing dir: %v, want not found", err)
 	}
 }
+
+func TestSummaryMaxAgeZero(t *testing.T) {
+	clk := &clock{time.Unix(2000, 0)}
+	rt := &fakeRuntime{at: clk.t, metrics: map[string]*anypb.Any{"u1-a": mustAny(t, cpuV1(1e9, 1<<20))}}
+	c, _ := newTestCollector(t, rt, []*corev1.Pod{runningPod("ns", "web", "u1", "a")}, clk)
+	c.cfg.MaxAge = 0
+	for range 3 {
+		if _, err := c.Summary(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if rt.calls != 3 {
+		t.Errorf("%d metrics calls for 3 summaries without a cache, want 3", rt.calls)
+	}
+}
