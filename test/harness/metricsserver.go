@@ -204,9 +204,15 @@ func metricsServerService(ctx context.Context, kube kubernetes.Interface, ip net
 // Log returns the last n lines of metrics-server's log.
 func (m *MetricsServer) Log(n int) string { return m.proc.Tail(n) }
 
-func (m *MetricsServer) stop() error {
+// Stop stops metrics-server (its APIService stays, unavailable). It is
+// idempotent; the harness stops it at the end of the test anyway.
+func (m *MetricsServer) Stop() {
 	if m.proc != nil {
 		m.proc.Stop(5 * time.Second)
 	}
+}
+
+func (m *MetricsServer) stop() error {
+	m.Stop()
 	return nil
 }
