@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -156,7 +157,7 @@ func (c *Collector) gather(ctx context.Context) (*statsv1alpha1.Summary, error) 
 // active tells whether pod has a container running, which only makes it
 // have figures.
 func active(pod *corev1.Pod) bool {
-	for _, st := range append(pod.Status.InitContainerStatuses, pod.Status.ContainerStatuses...) {
+	for _, st := range slices.Concat(pod.Status.InitContainerStatuses, pod.Status.ContainerStatuses) {
 		if st.State.Running != nil {
 			return true
 		}
@@ -192,7 +193,7 @@ func (c *Collector) pod(ctx context.Context, pod *corev1.Pod, sample func(string
 		ps.StartTime = *pod.Status.StartTime
 	}
 	var cs []container
-	for _, st := range append(pod.Status.InitContainerStatuses, pod.Status.ContainerStatuses...) {
+	for _, st := range slices.Concat(pod.Status.InitContainerStatuses, pod.Status.ContainerStatuses) {
 		if st.State.Running == nil {
 			continue
 		}
