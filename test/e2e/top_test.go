@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"context"
+	"fmt"
 	"os"
 	"os/exec"
 	"strconv"
@@ -9,14 +10,18 @@ import (
 	"testing"
 	"time"
 
+	autoscalingv2 "k8s.io/api/autoscaling/v2"
 	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/resource"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/feather-edge/feather/test/harness"
 )
 
 // TestAgentTop runs metrics-server against the agent, as `make up` does:
 // `kubectl top pod` shows a container and a unikernel each burning a core,
-// `kubectl top node` the node, and metrics-server logs no scrape error.
+// `kubectl top node` the node, a HorizontalPodAutoscaler on CPU scales a
+// Deployment of unikernels, and metrics-server logs no scrape error.
 func TestAgentTop(t *testing.T) {
 	env := harness.New(t)
 	hc := env.StartCluster(harness.ClusterOptions{Metrics: true})
@@ -81,6 +86,44 @@ func TestAgentTop(t *testing.T) {
 		return ok, nil
 	}, &last)
 	t.Logf("kubectl top node:\n%s", last)
+
+	// A HorizontalPodAutoscaler on CPU scales a Deployment of busy
+	// unikernels (each using about a core against a request of 250m) from
+	// one replica to two.
+	for _, name := range []string{"burn", "uk-burn"} {
+		if err := c.kube.CoreV1().Pods("default").Delete(ctx, name, metav1.DeleteOptions{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	spec := podTemplate(corev1.Container{Name: "c", Image: c.unikernel, Args: []string{"/burn"},
+		Resources: corev1.ResourceRequirements{Requests: corev1.ResourceList{corev1.ResourceCPU: resource.MustParse("250m")}}})
+	spec.RuntimeClassName = ptrTo("osv")
+	if _, err := c.kube.AppsV1().Deployments("default").Create(ctx, deployment("uk-hpa", 1, spec), metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	_, err := c.kube.AutoscalingV2().HorizontalPodAutoscalers("default").Create(ctx, &autoscalingv2.HorizontalPodAutoscaler{
+		ObjectMeta: metav1.ObjectMeta{Name: "uk-hpa"},
+		Spec: autoscalingv2.HorizontalPodAutoscalerSpec{
+			ScaleTargetRef: autoscalingv2.CrossVersionObjectReference{APIVersion: "apps/v1", Kind: "Deployment", Name: "uk-hpa"},
+			MinReplicas:    ptrTo(int32(1)), MaxReplicas: 2,
+			Metrics: []autoscalingv2.MetricSpec{{Type: autoscalingv2.ResourceMetricSourceType, Resource: &autoscalingv2.ResourceMetricSource{
+				Name: corev1.ResourceCPU, Target: autoscalingv2.MetricTarget{Type: autoscalingv2.UtilizationMetricType, AverageUtilization: ptrTo(int32(50))}}}},
+		},
+	}, metav1.CreateOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the HPA to scale uk-hpa to 2 replicas", 4*time.Minute, func(ctx context.Context) (bool, error) {
+		h, err := c.kube.AutoscalingV2().HorizontalPodAutoscalers("default").Get(ctx, "uk-hpa", metav1.GetOptions{})
+		if err != nil {
+			return false, err
+		}
+		last = fmt.Sprintf("%+v", h.Status)
+		d, err := c.kube.AppsV1().Deployments("default").Get(ctx, "uk-hpa", metav1.GetOptions{})
+		return err == nil && *d.Spec.Replicas == 2, err
+	}, &last)
+	t.Logf("HPA: %s", last)
+
 	for _, line := range strings.Split(hc.MetricsServer.Log(500), "\n") {
 		if strings.Contains(line, "Failed to scrape") || strings.Contains(line, "scrape error") || (len(line) > 1 && line[0] == 'E' && line[1] >= '0' && line[1] <= '9') {
 			t.Errorf("metrics-server: %s", line)
