@@ -34,7 +34,7 @@ import (
 func TestAgentStats(t *testing.T) {
 	c := newCluster(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 8*time.Minute)
-	defer cancel()
+	t.Cleanup(func() { deleteAll(ctx, t, c); cancel() })
 
 	burn := newPod("burn", corev1.RestartPolicyAlways, corev1.Container{Name: "c", Image: c.busybox,
 		Command: sh("while :; do :; done")})
@@ -110,20 +110,29 @@ func TestAgentStats(t *testing.T) {
 		if d := agentCores/procCores - 1; d < -0.1 || d > 0.1 {
 			t.Errorf("%s's CPU: agent %.0fm, /proc %.0fm: more than 10%% apart", b, agentCores*1000, procCores*1000)
 		}
-		if nano < 0.9*procCores || nano > 1.1*procCores || nano < 0.5 {
-			t.Errorf("%s's usageNanoCores %.0fm, want about its process's %.0fm (a core, on a machine that has one to give)", b, nano*1000, procCores*1000)
+		// A core on an idle machine; on a busy one, what it gets: the
+		// figure must be what the process used.
+		if nano < 0.9*procCores || nano > 1.1*procCores || nano < 0.05 {
+			t.Errorf("%s's usageNanoCores %.0fm, want its process's %.0fm ± 10%%", b, nano*1000, procCores*1000)
 		}
 	}
 
 	// 100 MiB of memory in the working set, within 20%: a container's
-	// own, a VM's beside an idle VM of the same image.
+	// own. A VM's is what QEMU holds on the host (its RSS, within 20%): of
+	// the 100 MiB the guest writes, some land on guest pages the guest's
+	// kernel had already touched (and QEMU already holds), so the VM grows
+	// by less than 100 MiB beside an idle VM of the same image.
 	if ws := float64(*container(t, s2, "mem").Memory.WorkingSetBytes) / (1 << 20); ws < 80 || ws > 120 {
 		t.Errorf("mem's working set %.1f MiB, want 100 MiB ± 20%%", ws)
 	}
 	idle, full := float64(*container(t, s2, "uk").Memory.WorkingSetBytes)/(1<<20), float64(*container(t, s2, "uk-mem").Memory.WorkingSetBytes)/(1<<20)
-	t.Logf("VM working sets: idle %.1f MiB, with 100 MiB allocated %.1f MiB", idle, full)
-	if d := full - idle; d < 80 || d > 120 {
-		t.Errorf("uk-mem's working set %.1f MiB is %.1f MiB above the idle VM's %.1f MiB, want 100 MiB ± 20%%", full, d, idle)
+	rss := procRSS(t, c.taskPid(ctx, t, c.pod(ctx, t, "uk-mem")))
+	t.Logf("VM working sets: idle %.1f MiB, with 100 MiB allocated %.1f MiB (its QEMU's RSS %.1f MiB)", idle, full, rss)
+	if full < 0.8*rss || full > 1.2*rss {
+		t.Errorf("uk-mem's working set %.1f MiB, its QEMU's RSS %.1f MiB: more than 20%% apart", full, rss)
+	}
+	if d := full - idle; d < 50 || d > 120 {
+		t.Errorf("uk-mem's working set %.1f MiB is %.1f MiB above the idle VM's %.1f MiB, want most of the 100 MiB its guest wrote", full, d, idle)
 	}
 	for _, p := range s2.Pods {
 		switch p.PodRef.Name {
@@ -302,6 +311,23 @@ func procCPU(t *testing.T, pid int) float64 {
 	utime, _ := strconv.ParseFloat(f[11], 64)
 	stime, _ := strconv.ParseFloat(f[12], 64)
 	return (utime + stime) / 100
+}
+
+// procRSS is process pid's resident memory in MiB.
+func procRSS(t *testing.T, pid int) float64 {
+	t.Helper()
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for line := range strings.Lines(string(b)) {
+		if v, ok := strings.CutPrefix(line, "VmRSS:"); ok {
+			kb, _ := strconv.ParseFloat(strings.TrimSuffix(strings.TrimSpace(v), " kB"), 64)
+			return kb / 1024
+		}
+	}
+	t.Fatalf("/proc/%d/status has no VmRSS", pid)
+	return 0
 }
 
 func hostCPUNs(t *testing.T) float64 {
