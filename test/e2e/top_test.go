@@ -44,7 +44,7 @@ func TestAgentTop(t *testing.T) {
 	}
 
 	top := func(args ...string) (map[string][2]string, string) {
-		cmd := exec.CommandContext(ctx, kubectl, append([]string{"top", "--no-headers"}, args...)...)
+		cmd := exec.CommandContext(ctx, kubectl, append(append([]string{"top"}, args...), "--no-headers")...)
 		cmd.Env = append(os.Environ(), "KUBECONFIG="+c.cp.AdminKubeconfig)
 		out, err := cmd.CombinedOutput()
 		if err != nil {
