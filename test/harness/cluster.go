@@ -12,6 +12,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	nodev1 "k8s.io/api/node/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/client-go/kubernetes"
 )
 
@@ -100,6 +101,16 @@ func (e *Env) StartCluster(opts ClusterOptions) *Cluster {
 	}
 	c.Agent = e.StartAgent(cp, ctrd, opts.Agent)
 	if opts.Metrics {
+		// metrics-server scrapes the node at once: first the agent's
+		// serving certificate (a CSR approved after the node is Ready) must
+		// be there, so that its kubelet API answers.
+		err := wait.PollUntilContextTimeout(ctx, 200*time.Millisecond, readyTimeout, true, func(ctx context.Context) (bool, error) {
+			b, err := c.Kube.CoreV1().RESTClient().Get().AbsPath("/api/v1/nodes", c.Agent.Name, "proxy", "healthz").DoRaw(ctx)
+			return err == nil && string(b) == "ok", nil
+		})
+		if err != nil {
+			e.t.Fatalf("harness: cluster: the agent's kubelet API does not answer /healthz: %v", err)
+		}
 		c.MetricsServer = e.StartMetricsServer(cp)
 	}
 	if opts.Services {
