@@ -77,6 +77,11 @@ type Config struct {
 	ClusterDNS    []string
 	ClusterDomain string
 	ResolvConf    string
+	// ImageFsDir is on the file system that holds images and containers'
+	// writable layers (containerd's root), reported as the node's imageFs.
+	ImageFsDir string
+	// StatsMaxAge is how long a gathering of stats serves requests.
+	StatsMaxAge time.Duration
 }
 
 // DefaultConfig returns the defaults of every flag.
@@ -101,6 +106,8 @@ func DefaultConfig() Config {
 		CNINetwork:        "feather",
 		ClusterDomain:     "cluster.local",
 		ResolvConf:        "/etc/resolv.conf",
+		ImageFsDir:        "/var/lib/containerd",
+		StatsMaxAge:       10 * time.Second,
 	}
 }
 
@@ -120,7 +127,14 @@ func Run(ctx context.Context, cfg Config) error {
 	if err != nil {
 		return err
 	}
-	cd, err := client.New(cfg.Containerd, client.WithDefaultNamespace(cfg.Namespace))
+	var provider *pods.Provider
+	am := newAgentMetrics(func(ctx context.Context) ([]*corev1.Pod, error) {
+		if provider == nil {
+			return nil, nil
+		}
+		return provider.GetPods(ctx)
+	})
+	cd, err := client.New(cfg.Containerd, client.WithDefaultNamespace(cfg.Namespace), client.WithExtraDialOpts(am.interceptors()))
 	if err != nil {
 		return fmt.Errorf("containerd at %s: %w", cfg.Containerd, err)
 	}
@@ -191,16 +205,16 @@ func Run(ctx context.Context, cfg Config) error {
 		Root: filepath.Join(cfg.StateDir, "pods"), Source: volumes.NewClientSource(kube),
 		NodeName: cfg.NodeName, NodeAllocatable: status.Node().Status.Allocatable,
 	}
-	provider, err := pods.New(ctx, pods.Config{
+	provider, err = pods.New(ctx, pods.Config{
 		NodeName: cfg.NodeName, HostIP: ip, Namespace: cfg.Namespace, Runtimes: cfg.Runtimes, PlainHTTP: cfg.PlainHTTP,
 		RegistryConfigDir: cfg.RegistryConfigDir, LogDir: cfg.LogDir, StateDir: cfg.StateDir, RunDir: cfg.RunDir, Logger: logger, Admit: admit,
-		Network: network, DNS: dnsConfig(cfg),
+		Network: network, DNS: dnsConfig(cfg), ObservePull: am.pullObserved,
 	}, cd, kube, getters.secrets.Lister(), recorder, vols)
 	if err != nil {
 		return err
 	}
 	pc, err := node.NewPodController(node.PodControllerConfig{
-		PodClient: kube.CoreV1(), EventRecorder: recorder, Provider: provider, PodInformer: podInformer,
+		PodClient: kube.CoreV1(), EventRecorder: recorder, Provider: measured{provider, am}, PodInformer: podInformer,
 		SecretInformer: getters.secrets, ConfigMapInformer: getters.configMaps, ServiceInformer: svcInformer,
 	})
 	if err != nil {
@@ -212,7 +226,7 @@ func Run(ctx context.Context, cfg Config) error {
 		return err
 	}
 
-	// The kubelet API (logs), authenticated and authorised as kubelet's:
+	// The kubelet API (logs, stats, metrics), authenticated and authorised as kubelet's:
 	// client certificates of the cluster CA, or tokens, checked by the API.
 	cert := &servingCert{}
 	certDir := filepath.Join(cfg.StateDir, "pki")
@@ -221,12 +235,16 @@ func Run(ctx context.Context, cfg Config) error {
 	pool := x509.NewCertPool()
 	pool.AppendCertsFromPEM(restCfg.CAData)
 	tlsCfg := &tls.Config{MinVersion: tls.VersionTLS12, GetCertificate: cert.get, ClientAuth: tls.VerifyClientCertIfGiven, ClientCAs: pool}
+	sc := newStats(cfg, cd, provider.GetPods)
 	mux := http.NewServeMux()
+	mux.Handle("GET /metrics/cadvisor", cadvisorHandler(sc))
+	mux.HandleFunc("GET /healthz", healthz)
+	mux.Handle("GET /metrics", am.handler())
 	mux.Handle("/", api.PodHandler(api.PodHandlerConfig{
 		RunInContainer: provider.RunInContainer, AttachToContainer: provider.AttachToContainer,
 		GetContainerLogs: provider.GetContainerLogs, GetPods: provider.GetPods,
 		GetPodsFromKubernetes: func(context.Context) ([]*corev1.Pod, error) { return podInformer.Lister().List(labels.Everything()) },
-		GetStatsSummary:       provider.GetStatsSummary, GetMetricsResource: provider.GetMetricsResource,
+		GetStatsSummary:       sc.Summary, GetMetricsResource: resourceMetrics(sc),
 		PortForward: provider.PortForward,
 	}, true))
 	ln, err := tls.Listen("tcp", net.JoinHostPort("", strconv.Itoa(cfg.Port)), tlsCfg)

@@ -35,6 +35,8 @@ func Main(args []string) int {
 	fs.StringVar(&cfg.StateDir, "state-dir", cfg.StateDir, "directory of pod volumes and the serving certificate")
 	fs.StringVar(&cfg.RunDir, "run-dir", cfg.RunDir, "directory of runtime state (pod network namespaces)")
 	fs.StringVar(&cfg.RegistryConfigDir, "registry-config-dir", cfg.RegistryConfigDir, "registry hosts.toml files as containerd's config_path: DIR/HOST/hosts.toml (mirrors, CAs, plain HTTP)")
+	fs.StringVar(&cfg.ImageFsDir, "image-fs-dir", cfg.ImageFsDir, "a directory on the file system of images and containers' writable layers (containerd's root): the node's imageFs in its stats")
+	fs.DurationVar(&cfg.StatsMaxAge, "stats-max-age", cfg.StatsMaxAge, "how long one gathering of stats answers /stats/summary and /metrics/resource (0: gather for every request); keep it below the scrape interval")
 	fs.IntVar(&cfg.Workers, "workers", cfg.Workers, "pods synced at once")
 	fs.StringVar(&cfg.CNIConfDir, "cni-conf-dir", cfg.CNIConfDir, "CNI network configuration directory: its lexically first *.conflist, *.conf or *.json is used; the default network is written there when it has none")
 	cniBin := fs.String("cni-bin-dir", strings.Join(cfg.CNIBinDirs, ","), "directories of CNI plugin binaries, comma-separated")

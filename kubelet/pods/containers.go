@@ -383,6 +383,9 @@ func (w *worker) image(ctx context.Context, pod *corev1.Pod, c *corev1.Container
 	p.events.Event(pod, corev1.EventTypeNormal, "Pulling", fmt.Sprintf("Pulling image %q", c.Image))
 	start := time.Now()
 	img, err := p.cd.Pull(ctx, name, client.WithPullUnpack, client.WithResolver(p.resolver(ctx, pod)))
+	if p.cfg.ObservePull != nil {
+		p.cfg.ObservePull(time.Since(start), err)
+	}
 	if err != nil {
 		w.mu.Lock()
 		d := max(backoffBase, min(w.pullDelay[name]*2, backoffMax))

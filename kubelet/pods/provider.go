@@ -15,7 +15,6 @@ import (
 	"github.com/containerd/errdefs"
 	"github.com/containerd/log"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
-	dto "github.com/prometheus/client_model/go"
 	vkerrdefs "github.com/virtual-kubelet/virtual-kubelet/errdefs"
 	"github.com/virtual-kubelet/virtual-kubelet/node/api"
 	corev1 "k8s.io/api/core/v1"
@@ -23,7 +22,6 @@ import (
 	nodev1client "k8s.io/client-go/kubernetes/typed/node/v1"
 	corev1listers "k8s.io/client-go/listers/core/v1"
 	"k8s.io/client-go/tools/record"
-	statsv1alpha1 "k8s.io/kubelet/pkg/apis/stats/v1alpha1"
 
 	"github.com/feather-edge/feather/kubelet/dns"
 	"github.com/feather-edge/feather/kubelet/logs"
@@ -61,6 +59,9 @@ type Config struct {
 	Network Network
 	// DNS makes the pods' resolv.conf.
 	DNS dns.Config
+	// ObservePull, if set, is told how long each image pull took and
+	// whether it failed (the agent's metrics).
+	ObservePull func(d time.Duration, err error)
 }
 
 // Network attaches pods' network namespaces to the pod network; the agent
@@ -391,15 +392,4 @@ func removeAll(dir string) error {
 		return nil
 	}
 	return os.RemoveAll(dir)
-}
-
-// GetStatsSummary is not served yet (kubectl top needs it through
-// metrics-server).
-func (p *Provider) GetStatsSummary(context.Context) (*statsv1alpha1.Summary, error) {
-	return nil, fmt.Errorf("stats summary is not served by the Feather agent yet: %w", errdefs.ErrNotImplemented)
-}
-
-// GetMetricsResource is not served yet.
-func (p *Provider) GetMetricsResource(context.Context) ([]*dto.MetricFamily, error) {
-	return nil, fmt.Errorf("resource metrics are not served by the Feather agent yet: %w", errdefs.ErrNotImplemented)
 }

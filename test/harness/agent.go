@@ -70,7 +70,8 @@ func (e *Env) StartAgent(cp *ControlPlane, ctrd *Containerd, opts AgentOptions) 
 		"--kubeconfig", kubeconfig, "--node-name", opts.Name, "--node-ip", opts.Address.IP.String(),
 		"--port", strconv.Itoa(a.Port), "--containerd", ctrd.Address,
 		"--log-dir", filepath.Join(a.Dir, "logs"), "--state-dir", filepath.Join(a.Dir, "state"),
-		"--run-dir", filepath.Join(a.Dir, "run"), "--log-level", "debug"}, a.Network.args()...)
+		"--run-dir", filepath.Join(a.Dir, "run"), "--image-fs-dir", filepath.Join(ctrd.Dir, "root"),
+		"--log-level", "debug"}, a.Network.args()...)
 	a.argv = append(a.argv, opts.Args...)
 	if err := os.MkdirAll(a.Dir, 0o700); err != nil {
 		e.t.Fatalf("harness: agent: %v", err)

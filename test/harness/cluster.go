@@ -12,6 +12,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	nodev1 "k8s.io/api/node/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/client-go/kubernetes"
 )
 
@@ -26,6 +27,8 @@ type Cluster struct {
 	// DNS and KubeProxy run when ClusterOptions.Services is set, else nil.
 	DNS       *DNS
 	KubeProxy *KubeProxy
+	// MetricsServer runs when ClusterOptions.Metrics is set, else nil.
+	MetricsServer *MetricsServer
 	// Kube is a cluster-admin client.
 	Kube kubernetes.Interface
 	// Busybox and Unikernel are image references in Registry: Debian's
@@ -44,6 +47,9 @@ type ClusterOptions struct {
 	// through. kube-proxy owns the host's KUBE-* iptables chains, so only one
 	// cluster of the host may have Services at a time.
 	Services bool
+	// Metrics adds metrics-server (APIService v1beta1.metrics.k8s.io), so
+	// that `kubectl top` and HorizontalPodAutoscalers work.
+	Metrics bool
 }
 
 // The local names the images are imported under, before they are tagged with
@@ -94,6 +100,19 @@ func (e *Env) StartCluster(opts ClusterOptions) *Cluster {
 		opts.Agent.Args = append([]string{"--cluster-dns", ClusterDNSIP, "--cluster-domain", ClusterDomain}, opts.Agent.Args...)
 	}
 	c.Agent = e.StartAgent(cp, ctrd, opts.Agent)
+	if opts.Metrics {
+		// metrics-server scrapes the node at once: first the agent's
+		// serving certificate (a CSR approved after the node is Ready) must
+		// be there, so that its kubelet API answers.
+		err := wait.PollUntilContextTimeout(ctx, 200*time.Millisecond, readyTimeout, true, func(ctx context.Context) (bool, error) {
+			b, err := c.Kube.CoreV1().RESTClient().Get().AbsPath("/api/v1/nodes", c.Agent.Name, "proxy", "healthz").DoRaw(ctx)
+			return err == nil && string(b) == "ok", nil
+		})
+		if err != nil {
+			e.t.Fatalf("harness: cluster: the agent's kubelet API does not answer /healthz: %v", err)
+		}
+		c.MetricsServer = e.StartMetricsServer(cp)
+	}
 	if opts.Services {
 		c.KubeProxy = e.StartKubeProxy(cp, c.Agent.Name, c.Agent.Network.Subnet.String())
 	}

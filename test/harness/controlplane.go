@@ -121,7 +121,10 @@ func (cp *ControlPlane) start(ctx context.Context, bins map[string]string) error
 		"requestheader-extra-headers-prefix": "X-Remote-Extra-",
 		"proxy-client-cert-file":             files["front-proxy-client.crt"],
 		"proxy-client-key-file":              files["front-proxy-client.key"],
-		"profiling":                          "false",
+		// Aggregated APIs (metrics-server) run on the host behind Services
+		// without kube-proxy: reach their endpoints directly.
+		"enable-aggregator-routing": "true",
+		"profiling":                 "false",
 	})
 	if err != nil {
 		return err

@@ -2,7 +2,7 @@
 # deps.sh installs what Feather's tests need on a Debian 12 machine: Debian
 # packages (QEMU, runc, CNI plugins, …) and pinned third-party programs built
 # from the Go module proxy into _output/bin (containerd, the Kubernetes control
-# plane, kubelet, etcd, CoreDNS, an OCI registry, crictl). Run it as `make deps` from the repository root.
+# plane, kubelet, etcd, CoreDNS, metrics-server, an OCI registry, crictl). Run it as `make deps` from the repository root.
 #
 #   deps.sh        everything the tests need (make deps, make test)
 #   deps.sh up     only what make up's cluster runs (no kubelet, no crictl)
@@ -16,7 +16,8 @@ set -euo pipefail
 
 # Pinned versions. containerd's version is not here on purpose: it is read
 # from the root go.mod, the single source of truth. The control plane and etcd
-# are pinned by test/tools/go.mod, CoreDNS by test/tools/coredns/go.mod.
+# are pinned by test/tools/go.mod, CoreDNS by test/tools/coredns/go.mod,
+# metrics-server by test/tools/metrics-server/go.mod.
 REGISTRY_VERSION=v3.1.2
 CRICTL_VERSION=v1.37.0
 GO_MIN=1.26
@@ -202,6 +203,11 @@ build_coredns() {
 	(cd "$ROOT/test/tools/coredns" && "${gobuild_env[@]}" go build -trimpath -ldflags "-s -w" -o "$T/coredns" .)
 }
 
+build_metrics_server() {
+	(cd "$ROOT/test/tools/metrics-server" && "${gobuild_env[@]}" go build -trimpath -ldflags "-s -w" \
+		-o "$T/" sigs.k8s.io/metrics-server/cmd/metrics-server)
+}
+
 build_crictl() {
 	GOBIN=$T "${gobuild_env[@]}" go install -trimpath -ldflags "-s -w -X sigs.k8s.io/cri-tools/pkg/version.Version=$CRICTL_VERSION" \
 		"sigs.k8s.io/cri-tools/cmd/crictl@$CRICTL_VERSION"
@@ -238,6 +244,13 @@ go_tools() {
 	sum=$(cd "$ROOT/test/tools/coredns" && cat go.mod go.sum main.go | sha256sum | cut -d' ' -f1)
 	group coredns "recipe=$RECIPE coredns=$sum go=$GOVERSION" "CoreDNS $dns" \
 		"$fixnet; if the error is in test/tools/coredns, run (cd test/tools/coredns && go mod tidy)" coredns -- build_coredns
+
+	local ms
+	ms=$(cd "$ROOT/test/tools/metrics-server" && GOFLAGS=-mod=readonly GOWORK=off go list -m -f '{{.Version}}' sigs.k8s.io/metrics-server) ||
+		die "cannot read metrics-server's version from test/tools/metrics-server/go.mod (see output above); fix: cd test/tools/metrics-server && go mod tidy"
+	sum=$(cd "$ROOT/test/tools/metrics-server" && cat go.mod go.sum | sha256sum | cut -d' ' -f1)
+	group metrics-server "recipe=$RECIPE metrics-server=$sum go=$GOVERSION" "metrics-server $ms" \
+		"$fixnet; if the error is in test/tools/metrics-server, run (cd test/tools/metrics-server && go mod tidy)" metrics-server -- build_metrics_server
 
 	group registry "recipe=$RECIPE registry=$REGISTRY_VERSION go=$GOVERSION" "registry $REGISTRY_VERSION" "$fixnet" \
 		registry -- build_registry

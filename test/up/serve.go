@@ -49,10 +49,10 @@ func serve(st State) int {
 		r.Fatalf("state: %v", err)
 	}
 	logf("starting the control plane, containerd, a registry and the agent in %s", env.Dir)
-	c := env.StartCluster(harness.ClusterOptions{Services: true, Agent: harness.AgentOptions{Name: NodeName,
+	c := env.StartCluster(harness.ClusterOptions{Services: true, Metrics: true, Agent: harness.AgentOptions{Name: NodeName,
 		// A long-lived cluster: the harness's debug level logs every sync.
 		Args: []string{"--log-level", "info"}}})
-	logf("node %s is Ready at %s; kube-proxy and CoreDNS (Service kube-system/kube-dns, %s) run; RuntimeClass osv created; images pushed to the registry at %s",
+	logf("node %s is Ready at %s; kube-proxy, CoreDNS (Service kube-system/kube-dns, %s) and metrics-server (kubectl top) run; RuntimeClass osv created; images pushed to the registry at %s",
 		NodeName, c.Agent.Address.IP, harness.ClusterDNSIP, c.Registry.Host)
 	kubeconfig, err := os.ReadFile(c.ControlPlane.AdminKubeconfig)
 	if err == nil {

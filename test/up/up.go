@@ -254,7 +254,8 @@ func show(st State, out io.Writer) error {
 	fmt.Fprintf(out, "\nThe cluster runs until `make down`. To use it with kubectl:\n\n"+
 		"  export KUBECONFIG=%s\n  export PATH=%s:$PATH\n  kubectl get nodes,pods -o wide\n"+
 		"  kubectl get --raw /api/v1/nodes/%s/proxy/pods      # the node's kubelet API, through the API server\n"+
-		"  kubectl logs %s                                  # pods reach Services by DNS name\n",
+		"  kubectl logs %s                                  # pods reach Services by DNS name\n"+
+		"  kubectl top pod                                          # CPU and memory, containers and unikernels (metrics-server)\n",
 		kubeconfig, filepath.Dir(kubectl), NodeName, clientPodName)
 	return nil
 }

@@ -37,6 +37,8 @@ var Programs = map[string]Program{
 	"exit":    exit,
 	"meminfo": meminfo,
 	"nproc":   nproc,
+	"burn":    burn,
+	"alloc":   alloc,
 }
 
 // ProgramNames lists Programs sorted.
@@ -119,6 +121,61 @@ func sleep(args []string, out io.Writer) int {
 		return 2
 	}
 	time.Sleep(time.Duration(s * float64(time.Second)))
+	return 0
+}
+
+// burn keeps one CPU busy, for SECONDS or, without, until killed.
+func burn(args []string, out io.Writer) int {
+	var until time.Time
+	switch len(args) {
+	case 1:
+	case 2:
+		s, err := strconv.ParseFloat(args[1], 64)
+		if err != nil || s < 0 {
+			fmt.Fprintf(out, "burn: invalid time %q\n", args[1])
+			return 2
+		}
+		until = time.Now().Add(time.Duration(s * float64(time.Second)))
+	default:
+		fmt.Fprintln(out, "usage: /burn [SECONDS]")
+		return 2
+	}
+	fmt.Fprintln(out, "burning one CPU")
+	for n := 0; ; n++ {
+		if n%(1<<20) == 0 && !until.IsZero() && time.Now().After(until) {
+			return 0
+		}
+	}
+}
+
+// alloc allocates MiB mebibytes, writes every page of them, says so, and
+// holds them for SECONDS or, without, until killed.
+func alloc(args []string, out io.Writer) int {
+	if len(args) < 2 || len(args) > 3 {
+		fmt.Fprintln(out, "usage: /alloc MIB [SECONDS]")
+		return 2
+	}
+	mib, err := strconv.Atoi(args[1])
+	if err != nil || mib < 0 {
+		fmt.Fprintf(out, "alloc: invalid size %q\n", args[1])
+		return 2
+	}
+	hold := time.Duration(1<<63 - 1)
+	if len(args) == 3 {
+		s, err := strconv.ParseFloat(args[2], 64)
+		if err != nil || s < 0 {
+			fmt.Fprintf(out, "alloc: invalid time %q\n", args[2])
+			return 2
+		}
+		hold = time.Duration(s * float64(time.Second))
+	}
+	buf := make([]byte, mib<<20)
+	for i := 0; i < len(buf); i += 4096 {
+		buf[i] = 1
+	}
+	fmt.Fprintf(out, "allocated %d MiB\n", mib)
+	time.Sleep(hold)
+	runtime.KeepAlive(buf)
 	return 0
 }
 

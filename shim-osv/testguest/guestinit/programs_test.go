@@ -47,6 +47,11 @@ func TestPrograms(t *testing.T) {
 		{"sleep invalid", []string{"/sleep", "soon"}, "sleep: invalid time \"soon\"\n", 2},
 		{"httpd port", []string{"/httpd", "http"}, "httpd: invalid port \"http\"\n", 2},
 		{"meminfo", []string{"/meminfo"}, "MemTotal: 223620 kB\n", 0},
+		{"burn", []string{"/burn", "0.05"}, "burning one CPU\n", 0},
+		{"burn invalid", []string{"/burn", "x"}, "burn: invalid time \"x\"\n", 2},
+		{"alloc", []string{"/alloc", "2", "0"}, "allocated 2 MiB\n", 0},
+		{"alloc invalid", []string{"/alloc", "lots"}, "alloc: invalid size \"lots\"\n", 2},
+		{"alloc usage", []string{"/alloc"}, "usage: /alloc MIB [SECONDS]\n", 2},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			var out bytes.Buffer

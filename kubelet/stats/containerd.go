@@ -1,0 +1,74 @@
+package stats
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"time"
+
+	tasks "github.com/containerd/containerd/api/services/tasks/v1"
+	"github.com/containerd/containerd/v2/client"
+	"github.com/containerd/errdefs"
+	"github.com/containerd/errdefs/pkg/errgrpc"
+	"google.golang.org/protobuf/types/known/anypb"
+)
+
+// Containerd reads containers' figures from containerd: task metrics, and
+// the usage of their snapshots.
+type Containerd struct {
+	Client *client.Client
+	// Unikernel tells whether a containerd runtime runs OSv VMs, whose
+	// writable layer is the instance disk in the VM's directory (QEMU's
+	// working directory) instead of the snapshot.
+	Unikernel func(runtime string) bool
+}
+
+var _ Runtime = (*Containerd)(nil)
+
+// Metrics asks containerd for the task's metrics (the shim reads its
+// cgroup; an OSv shim the VM's).
+func (c *Containerd) Metrics(ctx context.Context, id string) (*anypb.Any, time.Time, error) {
+	r, err := c.Client.TaskService().Metrics(ctx, &tasks.MetricsRequest{Filters: []string{"id==" + strconv.Quote(id)}})
+	if err != nil {
+		return nil, time.Time{}, errgrpc.ToNative(err)
+	}
+	for _, m := range r.Metrics {
+		if m.ID == id {
+			return m.Data, m.Timestamp.AsTime(), nil
+		}
+	}
+	return nil, time.Time{}, fmt.Errorf("task %s: %w", id, errdefs.ErrNotFound)
+}
+
+// instanceDisk is the OSv shim's instance disk, in QEMU's working directory.
+const instanceDisk = "disk.qcow2"
+
+// Rootfs returns the usage of the container's snapshot, or of a
+// unikernel's instance disk.
+func (c *Containerd) Rootfs(ctx context.Context, id string) (uint64, uint64, error) {
+	info, err := c.Client.ContainerService().Get(ctx, id)
+	if err != nil {
+		return 0, 0, errgrpc.ToNative(err)
+	}
+	if c.Unikernel != nil && c.Unikernel(info.Runtime.Name) {
+		t, err := c.Client.TaskService().Get(ctx, &tasks.GetRequest{ContainerID: id})
+		if err != nil {
+			return 0, 0, errgrpc.ToNative(err)
+		}
+		fi, err := os.Stat(filepath.Join("/proc", strconv.Itoa(int(t.Process.Pid)), "cwd", instanceDisk))
+		if err != nil {
+			return 0, 0, fmt.Errorf("instance disk of %s: %w", id, err)
+		}
+		return allocated(fi), 0, nil
+	}
+	if info.Snapshotter == "" || info.SnapshotKey == "" {
+		return 0, 0, fmt.Errorf("container %s has no snapshot: %w", id, errdefs.ErrNotFound)
+	}
+	u, err := c.Client.SnapshotService(info.Snapshotter).Usage(ctx, info.SnapshotKey)
+	if err != nil {
+		return 0, 0, errgrpc.ToNative(err)
+	}
+	return uint64(u.Size), uint64(u.Inodes), nil
+}
