@@ -42,20 +42,24 @@ func (r Rotation) Validate() error {
 }
 
 // RotatedTimeFormat is the time kubelet appends to a rotated log's name:
-// <restart>.log.<time>, UTC. When one second sees two rotations of a log
-// the later one's name gets nanoseconds too (<time>.<nanoseconds>), so
-// that no rotated file is overwritten and names still sort in time order.
+// <restart>.log.<time>, UTC. A rotation in the same second as an earlier
+// one gets nanoseconds too (<time>.<nanoseconds>, 9 digits), so that no
+// rotated file is overwritten and the times in the names only grow.
 const RotatedTimeFormat = "20060102-150405"
 
 // rotatedName returns the name the log at path gets when it is rotated at
-// now: path.<time>, or path.<time>.<ns> if that exists.
-func rotatedName(path string, now time.Time) string {
+// now, newest being the time of the newest rotated file there is (zero for
+// none): path.<time>, or path.<time>.<ns> if a rotated file of that second
+// or later is there, ns being past newest's.
+func rotatedName(path string, now, newest time.Time) string {
 	now = now.UTC()
-	name := path + "." + now.Format(RotatedTimeFormat)
-	if _, err := os.Lstat(name); errors.Is(err, fs.ErrNotExist) {
-		return name
+	if sec := now.Truncate(time.Second); newest.Before(sec) {
+		return path + "." + sec.Format(RotatedTimeFormat)
 	}
-	return name + "." + fmt.Sprintf("%09d", now.Nanosecond())
+	if !now.After(newest) {
+		now = newest.Add(time.Nanosecond)
+	}
+	return fmt.Sprintf("%s.%s.%09d", path, now.Format(RotatedTimeFormat), now.Nanosecond())
 }
 
 // Rotated returns the rotated files of the log at path, oldest first: the
@@ -63,12 +67,18 @@ func rotatedName(path string, now time.Time) string {
 // files, as kubelet leaves for older ones, are not among them: the agent
 // writes none and does not read them.
 func Rotated(path string) ([]string, error) {
+	names, _, err := rotated(path)
+	return names, err
+}
+
+// rotated returns Rotated's names and the time of the newest.
+func rotated(path string) ([]string, time.Time, error) {
 	entries, err := os.ReadDir(filepath.Dir(path))
 	if errors.Is(err, fs.ErrNotExist) {
-		return nil, nil
+		return nil, time.Time{}, nil
 	}
 	if err != nil {
-		return nil, fmt.Errorf("list rotated logs of %s: %w", path, err)
+		return nil, time.Time{}, fmt.Errorf("list rotated logs of %s: %w", path, err)
 	}
 	type rotated struct {
 		name string
@@ -102,10 +112,12 @@ func Rotated(path string) ([]string, error) {
 		return strings.Compare(a.name, b.name)
 	})
 	out := make([]string, len(found))
+	var newest time.Time
 	for i, r := range found {
 		out[i] = filepath.Join(filepath.Dir(path), r.name)
+		newest = r.at
 	}
-	return out, nil
+	return out, newest, nil
 }
 
 // rotateLocked starts a new log file: the current one keeps its content
@@ -122,8 +134,14 @@ func (f *File) rotateLocked() error {
 	if err != nil {
 		return fmt.Errorf("rotate log %s: %w", f.path, err)
 	}
-	rotated := rotatedName(f.path, f.now())
-	if err := os.Link(f.path, rotated); err != nil {
+	_, newest, err := rotated(f.path)
+	if err != nil {
+		nf.Close()
+		os.Remove(tmp)
+		return fmt.Errorf("rotate log %s: %w", f.path, err)
+	}
+	name := rotatedName(f.path, f.now(), newest)
+	if err := os.Link(f.path, name); err != nil {
 		nf.Close()
 		os.Remove(tmp)
 		return fmt.Errorf("rotate log %s: %w", f.path, err)
@@ -131,7 +149,7 @@ func (f *File) rotateLocked() error {
 	if err := os.Rename(tmp, f.path); err != nil {
 		nf.Close()
 		os.Remove(tmp)
-		os.Remove(rotated)
+		os.Remove(name)
 		return fmt.Errorf("rotate log %s: %w", f.path, err)
 	}
 	f.f.Close()

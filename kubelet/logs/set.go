@@ -176,36 +176,48 @@ func (r *follower) Read(p []byte) (int, error) {
 
 // next opens the file that came after r.f, or returns nil if r.f is still
 // the one at path (or path is gone, as when the pod's logs are removed).
+//
+// The file at path is opened before the rotated files are listed: if r.f is
+// the newest of them then, no rotation came between, so the file opened is
+// the one that took r.f's place. Otherwise its successor is the rotated file
+// after it (or, if r.f was removed already, the oldest one left).
 func (r *follower) next() (*os.File, error) {
 	path := r.set.path
 	curInfo, err := r.f.Stat()
 	if err != nil {
 		return nil, err
 	}
-	for range 3 { // a file found may be removed before it is opened
-		fi, err := os.Stat(path)
-		if err != nil || os.SameFile(fi, curInfo) {
+	for range 3 { // a rotated file found may be removed before it is opened
+		at, err := os.Open(path)
+		if err != nil {
 			return nil, nil
+		}
+		if fi, err := at.Stat(); err != nil || os.SameFile(fi, curInfo) {
+			at.Close()
+			return nil, err
 		}
 		names, err := Rotated(path)
 		if err != nil {
+			at.Close()
 			return nil, err
 		}
-		// The successor of r.f: the rotated file after it, or the
-		// current file; the oldest left if r.f was removed already.
-		succ := path
+		succ := ""
 		if len(names) > 0 {
 			succ = names[0]
 		}
 		for i, name := range names {
 			if fi, err := os.Stat(name); err == nil && os.SameFile(fi, curInfo) {
-				succ = path
+				succ = ""
 				if i+1 < len(names) {
 					succ = names[i+1]
 				}
 				break
 			}
 		}
+		if succ == "" {
+			return at, nil
+		}
+		at.Close()
 		f, err := os.Open(succ)
 		if errors.Is(err, fs.ErrNotExist) {
 			continue

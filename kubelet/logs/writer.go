@@ -23,12 +23,12 @@ type File struct {
 	path string
 	now  func() time.Time // the clock for record times; tests replace it
 
-	rot  Rotation
+	rot Rotation
 
 	mu      sync.Mutex // guards everything below, and orders writes to f
 	f       *os.File
-	size    int64 // of f, as written through it
-	rotErr  bool  // a rotation failed; logged once
+	size    int64  // of f, as written through it
+	rotErr  bool   // a rotation failed; logged once
 	out     []byte // records gathered for one write to f
 	streams []*stream
 	err     error // the first failed write to f
