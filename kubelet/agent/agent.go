@@ -31,6 +31,7 @@ import (
 
 	"github.com/feather-edge/feather/cni"
 	"github.com/feather-edge/feather/kubelet/apiauth"
+	"github.com/feather-edge/feather/kubelet/logs"
 	"github.com/feather-edge/feather/kubelet/nodeinfo"
 	"github.com/feather-edge/feather/kubelet/pods"
 	"github.com/feather-edge/feather/kubelet/volumes"
@@ -62,6 +63,9 @@ type Config struct {
 	Labels map[string]string
 	// LogDir, StateDir, RunDir: see pods.Config.
 	LogDir, StateDir, RunDir string
+	// ContainerLog bounds each container's log: kubelet's
+	// containerLogMaxSize and containerLogMaxFiles.
+	ContainerLog logs.Rotation
 	// Workers is the number of pods virtual-kubelet syncs at once.
 	Workers int
 	// CNIConfDir holds the pod network's CNI configuration; the agent
@@ -92,6 +96,7 @@ func DefaultConfig() Config {
 		LogDir:            "/var/log/pods",
 		StateDir:          "/var/lib/feather",
 		RunDir:            "/run/feather",
+		ContainerLog:      logs.DefaultRotation,
 		RegistryConfigDir: "/etc/feather/certs.d",
 		Workers:           10,
 		CNIConfDir:        cni.DefaultConfDir,
@@ -193,7 +198,7 @@ func Run(ctx context.Context, cfg Config) error {
 	}
 	provider, err := pods.New(ctx, pods.Config{
 		NodeName: cfg.NodeName, HostIP: ip, Namespace: cfg.Namespace, Runtimes: cfg.Runtimes, PlainHTTP: cfg.PlainHTTP,
-		RegistryConfigDir: cfg.RegistryConfigDir, LogDir: cfg.LogDir, StateDir: cfg.StateDir, RunDir: cfg.RunDir, Logger: logger, Admit: admit,
+		RegistryConfigDir: cfg.RegistryConfigDir, LogDir: cfg.LogDir, StateDir: cfg.StateDir, RunDir: cfg.RunDir, Logger: logger, LogRotation: cfg.ContainerLog, Admit: admit,
 		Network: network, DNS: dnsConfig(cfg),
 	}, cd, kube, getters.secrets.Lister(), recorder, vols)
 	if err != nil {

@@ -51,8 +51,14 @@ type Config struct {
 	// StateDir holds pod volumes; RunDir pod network namespaces.
 	StateDir, RunDir string
 	// Logger is the program run as each container's binary:// logger: it
-	// must accept "cri-log PATH" (feather-cri-log, or the agent itself).
+	// must accept the arguments of logs.LoggerQuery (feather-cri-log, or
+	// the agent itself).
 	Logger string
+	// LogRotation bounds each container run's log (kubelet's
+	// containerLogMaxSize and containerLogMaxFiles); the zero value does not
+	// rotate. The logger rotates: a change applies to containers started
+	// after it.
+	LogRotation logs.Rotation
 	// Admit, if set, decides whether a new pod may run here: a non-nil
 	// *Rejection fails the pod the way kubelet's admission does.
 	Admit func(pod *corev1.Pod, running []*corev1.Pod) *Rejection
@@ -375,10 +381,10 @@ func (p *Provider) publish(pod *corev1.Pod) {
 }
 
 // logURI is the binary:// URI that makes the container's shim run the
-// agent's logger, writing the CRI log at path. The logger is a child of the
+// agent's logger, writing the CRI log at path and rotating it. The logger is a child of the
 // shim, so logs keep flowing while the agent restarts.
 func (p *Provider) logURI(path string) *url.URL {
-	return &url.URL{Scheme: "binary", Path: p.cfg.Logger, RawQuery: url.Values{"cri-log": {path}}.Encode()}
+	return &url.URL{Scheme: "binary", Path: p.cfg.Logger, RawQuery: logs.LoggerQuery(path, p.cfg.LogRotation).Encode()}
 }
 
 // podLogDir is kubelet's /var/log/pods/<ns>_<name>_<uid>.
