@@ -217,7 +217,7 @@ func Run(ctx context.Context, cfg Config) error {
 		return err
 	}
 
-	// The kubelet API (logs), authenticated and authorised as kubelet's:
+	// The kubelet API (logs, exec, attach, port-forward), authenticated and authorised as kubelet's:
 	// client certificates of the cluster CA, or tokens, checked by the API.
 	cert := &servingCert{}
 	certDir := filepath.Join(cfg.StateDir, "pki")
@@ -227,13 +227,13 @@ func Run(ctx context.Context, cfg Config) error {
 	pool.AppendCertsFromPEM(restCfg.CAData)
 	tlsCfg := &tls.Config{MinVersion: tls.VersionTLS12, GetCertificate: cert.get, ClientAuth: tls.VerifyClientCertIfGiven, ClientCAs: pool}
 	mux := http.NewServeMux()
-	mux.Handle("/", api.PodHandler(api.PodHandlerConfig{
+	mux.Handle("/", streamCheck(provider.CheckStream, api.PodHandler(api.PodHandlerConfig{
 		RunInContainer: provider.RunInContainer, AttachToContainer: provider.AttachToContainer,
 		GetContainerLogs: provider.GetContainerLogs, GetPods: provider.GetPods,
 		GetPodsFromKubernetes: func(context.Context) ([]*corev1.Pod, error) { return podInformer.Lister().List(labels.Everything()) },
 		GetStatsSummary:       provider.GetStatsSummary, GetMetricsResource: provider.GetMetricsResource,
 		PortForward: provider.PortForward,
-	}, true))
+	}, true)))
 	ln, err := tls.Listen("tcp", net.JoinHostPort("", strconv.Itoa(cfg.Port)), tlsCfg)
 	if err != nil {
 		return fmt.Errorf("kubelet API: %w", err)

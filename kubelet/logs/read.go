@@ -35,6 +35,10 @@ type Options struct {
 	// Since shows only lines whose first record was written at or after
 	// it; the zero time shows all. It applies after Tail, as in kubelet.
 	Since time.Time
+	// Stream, if set, shows only the lines of that stream (Stdout or
+	// Stderr), as `kubectl attach` splits a container's output. It applies
+	// after Tail: Tail counts the lines of both streams.
+	Stream StreamType
 }
 
 // pollInterval is how long a follower waits at the end of the file before it
@@ -285,6 +289,9 @@ func (j *joiner) flush() error {
 // a newline if eol.
 func (j *joiner) write(p *partial, eol bool) error {
 	if p.ts.Before(j.opts.Since) {
+		return nil
+	}
+	if s := j.opts.Stream; s != "" && p != &j.pending[streamIndex(s)] {
 		return nil
 	}
 	b := j.buf[:0]

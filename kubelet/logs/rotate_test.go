@@ -326,3 +326,18 @@ func TestRotationValidate(t *testing.T) {
 		}
 	}
 }
+
+func TestReadOneStream(t *testing.T) {
+	for _, tc := range []struct {
+		stream StreamType
+		want   string
+	}{
+		{"", "err one\nhello world\nlast out\nerr two\nno newline"},
+		{Stdout, "hello world\nlast out\nno newline"},
+		{Stderr, "err one\nerr two\n"},
+	} {
+		if got := readString(t, "testdata/partial.log", Options{Tail: -1, Stream: tc.stream}); got != tc.want {
+			t.Errorf("stream %q: %q, want %q", tc.stream, got, tc.want)
+		}
+	}
+}

@@ -355,21 +355,6 @@ func (p *Provider) GetContainerLogs(ctx context.Context, namespace, podName, con
 		Follow: opts.Follow, Since: since}, done)
 }
 
-// RunInContainer is not supported: unikernels have no second process.
-func (p *Provider) RunInContainer(context.Context, string, string, string, []string, api.AttachIO) error {
-	return fmt.Errorf("exec is not supported by the Feather agent yet: %w", errdefs.ErrNotImplemented)
-}
-
-// AttachToContainer is not supported.
-func (p *Provider) AttachToContainer(context.Context, string, string, string, api.AttachIO) error {
-	return fmt.Errorf("attach is not supported by the Feather agent yet: %w", errdefs.ErrNotImplemented)
-}
-
-// PortForward is not supported.
-func (p *Provider) PortForward(context.Context, string, string, int32, io.ReadWriteCloser) error {
-	return fmt.Errorf("port-forward is not supported by the Feather agent yet: %w", errdefs.ErrNotImplemented)
-}
-
 // publish hands a pod with a new status to virtual-kubelet.
 func (p *Provider) publish(pod *corev1.Pod) {
 	p.mu.Lock()
