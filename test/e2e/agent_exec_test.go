@@ -36,14 +36,25 @@ func TestAgentExec(t *testing.T) {
 			Command: sh("mkdir -p /www && echo hello from web > /www/index.html && exec httpd -f -p 127.0.0.1:8080 -h /www")}),
 		newPod("ticker", corev1.RestartPolicyAlways, corev1.Container{Name: "c", Image: c.busybox,
 			Command: sh("i=0; while :; do echo tick $i; echo tock $i >&2; i=$((i+1)); sleep 0.2; done")}),
-		newPod("done", corev1.RestartPolicyNever, corev1.Container{Name: "c", Image: c.busybox, Command: sh("echo bye")}))
+		// Running, with one container that has exited (kubectl itself
+		// refuses an exec into a pod that has completed).
+		newPod("half", corev1.RestartPolicyNever,
+			corev1.Container{Name: "c", Image: c.busybox, Command: []string{"sleep", "3600"}},
+			corev1.Container{Name: "x", Image: c.busybox, Command: sh("echo bye")}))
 	vm := newPod("vm", corev1.RestartPolicyAlways, corev1.Container{Name: "c", Image: c.unikernel, Args: []string{"/httpd", "8080"}})
 	vm.Spec.RuntimeClassName = ptrTo("osv")
 	c.create(ctx, t, vm)
 	for _, name := range []string{"web", "ticker", "vm"} {
 		c.waitPod(t, name, 2*time.Minute, phase(corev1.PodRunning))
 	}
-	c.waitPod(t, "done", time.Minute, phase(corev1.PodSucceeded))
+	c.waitPod(t, "half", time.Minute, func(p *corev1.Pod) bool {
+		for _, st := range p.Status.ContainerStatuses {
+			if st.Name == "x" && st.State.Terminated != nil {
+				return p.Status.Phase == corev1.PodRunning
+			}
+		}
+		return false
+	})
 
 	t.Run("port-forward container", func(t *testing.T) {
 		c.portForward(ctx, t, "pod/web", "8080", "hello from web\n")
@@ -189,8 +200,9 @@ func TestAgentExec(t *testing.T) {
 			want string
 		}{
 			{[]string{"exec", "vm", "--", "sh"}, "OSv unikernel, which runs one program and has no shell"},
-			{[]string{"exec", "done", "--", "true"}, `container not found ("c")`},
-			{[]string{"exec", "web", "-c", "nope", "--", "true"}, `container nope is not valid for pod web`},
+			{[]string{"exec", "half", "-c", "x", "--", "true"}, `container not found ("x")`},
+			{[]string{"attach", "half", "-c", "x"}, `container not found ("x")`},
+			{[]string{"exec", "web", "-c", "nope", "--", "true"}, `is not valid for pod web`},
 		} {
 			out, err := c.kubectl(ctx, t, tc.args...)
 			if err == nil || !strings.Contains(out, tc.want) {
