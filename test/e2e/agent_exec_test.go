@@ -174,7 +174,7 @@ func TestAgentExec(t *testing.T) {
 		if err := cmd.Start(); err != nil {
 			t.Fatal(err)
 		}
-		defer cmd.Wait() //nolint:errcheck // killed by acancel
+		defer func() { acancel(); _ = cmd.Wait() }()
 		sc := bufio.NewScanner(stdout)
 		var got []string
 		for len(got) < 3 && sc.Scan() {
@@ -228,7 +228,7 @@ func (c *cluster) portForward(ctx context.Context, t *testing.T, target, port, w
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	defer cmd.Wait() //nolint:errcheck // killed by fcancel
+	defer func() { fcancel(); _ = cmd.Wait() }()
 	// "Forwarding from 127.0.0.1:43567 -> 8080"
 	re := regexp.MustCompile(`Forwarding from 127\.0\.0\.1:(\d+) -> ` + port)
 	sc := bufio.NewScanner(stdout)
