@@ -8,6 +8,7 @@ import (
 	"sync"
 
 	"github.com/containerd/errdefs"
+	"github.com/containerd/log"
 	vkerrdefs "github.com/virtual-kubelet/virtual-kubelet/errdefs"
 	"github.com/virtual-kubelet/virtual-kubelet/node/api"
 	utilexec "k8s.io/utils/exec"
@@ -54,7 +55,30 @@ func (p *Provider) CheckStream(ctx context.Context, namespace, name, container s
 // k8s.io/utils/exec.ExitError that the kubelet API turns into kubectl's exit
 // code.
 func (p *Provider) RunInContainer(ctx context.Context, namespace, name, container string, cmd []string, attach api.AttachIO) error {
-	eio := ExecIO{TTY: attach.TTY(), Resize: attach.Resize()}
+	eio := ExecIO{TTY: attach.TTY()}
+	if rs := attach.Resize(); rs != nil {
+		ch := make(chan api.TermSize)
+		eio.Resize = ch
+		go func() {
+			defer close(ch)
+			for {
+				select {
+				case sz, ok := <-rs:
+					if !ok {
+						return
+					}
+					log.G(ctx).WithField("pod", namespace+"/"+name).WithField("container", container).Debugf("exec terminal resized to %dx%d", sz.Width, sz.Height)
+					select {
+					case ch <- sz:
+					case <-ctx.Done():
+						return
+					}
+				case <-ctx.Done():
+					return
+				}
+			}
+		}()
+	}
 	if in := attach.Stdin(); in != nil {
 		eio.Stdin = in
 	}

@@ -120,7 +120,7 @@ func TestAgentExec(t *testing.T) {
 			return strings.Contains(out.String(), "=42="), nil
 		})
 		if s := out.String(); !strings.Contains(s, "/dev/pts/") || !strings.Contains(s, "33 101") {
-			t.Errorf("kubectl exec -it: no terminal of 33x101: %q", s)
+			t.Errorf("kubectl exec -it: no terminal of 33x101: %q\nagent: %s", s, grepLines(c.agent.Log(400), "exec"))
 		}
 		if err := pty.Resize(console.WinSize{Height: 40, Width: 120}); err != nil {
 			t.Fatal(err)
@@ -243,7 +243,13 @@ func (c *cluster) portForward(ctx context.Context, t *testing.T, target, port, w
 	}
 	go io.Copy(io.Discard, stdout) //nolint:errcheck // "Handling connection for …" lines
 	var last string
-	waitFor(t, "an answer through kubectl port-forward "+target, time.Minute, func(ctx context.Context) (bool, error) {
+	t.Cleanup(func() {
+		if t.Failed() {
+			out, err := c.kubectl(context.Background(), t, "logs", target)
+			t.Logf("kubectl logs %s: %s %v", target, out, err)
+		}
+	})
+	waitFor(t, "an answer through kubectl port-forward "+target, 2*time.Minute, func(ctx context.Context) (bool, error) {
 		got, err := httpGet(ctx, "http://127.0.0.1:"+local+"/")
 		last = fmt.Sprintf("%q, %v; kubectl: %q", got, err, stderr.String())
 		return err == nil && got == want, nil
@@ -270,4 +276,15 @@ func (s *syncOutput) String() string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.buf.String()
+}
+
+// grepLines returns the lines of s that contain sub.
+func grepLines(s, sub string) string {
+	var out []string
+	for _, l := range strings.Split(s, "\n") {
+		if strings.Contains(l, sub) {
+			out = append(out, l)
+		}
+	}
+	return strings.Join(out, "\n")
 }
