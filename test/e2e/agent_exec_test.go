@@ -13,6 +13,7 @@ import (
 	"regexp"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -107,6 +108,9 @@ func TestAgentExec(t *testing.T) {
 		defer tty.Close()
 		cmd := c.kubectlCmd(ctx, t, "exec", "-it", "web", "--", "sh")
 		cmd.Stdin, cmd.Stdout, cmd.Stderr = tty, tty, tty
+		// The terminal is kubectl's controlling one, as in a shell: a
+		// resize then signals it (SIGWINCH).
+		cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true, Setctty: true, Ctty: 0}
 		if err := cmd.Start(); err != nil {
 			t.Fatal(err)
 		}
