@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -61,6 +62,16 @@ func TestAgentExec(t *testing.T) {
 		c.portForward(ctx, t, "pod/web", "8080", "hello from web\n")
 	})
 	t.Run("port-forward unikernel", func(t *testing.T) {
+		// First the node itself must reach the VM at its pod IP (the
+		// agent dials that address): a failure here is the pod network's,
+		// not port-forward's.
+		ip := c.pod(ctx, t, "vm").Status.PodIP
+		var last string
+		waitFor(t, "the node reaching the unikernel at "+ip, 2*time.Minute, func(ctx context.Context) (bool, error) {
+			got, err := httpGet(ctx, "http://"+net.JoinHostPort(ip, "8080")+"/")
+			last = fmt.Sprintf("%q, %v", got, err)
+			return err == nil && got == "hello from feather guest\n", nil
+		}, &last)
 		c.portForward(ctx, t, "pod/vm", "8080", "hello from feather guest\n")
 	})
 
