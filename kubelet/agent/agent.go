@@ -31,6 +31,7 @@ import (
 
 	"github.com/feather-edge/feather/cni"
 	"github.com/feather-edge/feather/kubelet/apiauth"
+	"github.com/feather-edge/feather/kubelet/logs"
 	"github.com/feather-edge/feather/kubelet/nodeinfo"
 	"github.com/feather-edge/feather/kubelet/pods"
 	"github.com/feather-edge/feather/kubelet/volumes"
@@ -62,6 +63,9 @@ type Config struct {
 	Labels map[string]string
 	// LogDir, StateDir, RunDir: see pods.Config.
 	LogDir, StateDir, RunDir string
+	// ContainerLog bounds each container's log: kubelet's
+	// containerLogMaxSize and containerLogMaxFiles.
+	ContainerLog logs.Rotation
 	// Workers is the number of pods virtual-kubelet syncs at once.
 	Workers int
 	// CNIConfDir holds the pod network's CNI configuration; the agent
@@ -97,6 +101,7 @@ func DefaultConfig() Config {
 		LogDir:            "/var/log/pods",
 		StateDir:          "/var/lib/feather",
 		RunDir:            "/run/feather",
+		ContainerLog:      logs.DefaultRotation,
 		RegistryConfigDir: "/etc/feather/certs.d",
 		Workers:           10,
 		CNIConfDir:        cni.DefaultConfDir,
@@ -207,7 +212,7 @@ func Run(ctx context.Context, cfg Config) error {
 	}
 	provider, err = pods.New(ctx, pods.Config{
 		NodeName: cfg.NodeName, HostIP: ip, Namespace: cfg.Namespace, Runtimes: cfg.Runtimes, PlainHTTP: cfg.PlainHTTP,
-		RegistryConfigDir: cfg.RegistryConfigDir, LogDir: cfg.LogDir, StateDir: cfg.StateDir, RunDir: cfg.RunDir, Logger: logger, Admit: admit,
+		RegistryConfigDir: cfg.RegistryConfigDir, LogDir: cfg.LogDir, StateDir: cfg.StateDir, RunDir: cfg.RunDir, Logger: logger, LogRotation: cfg.ContainerLog, Admit: admit,
 		Network: network, DNS: dnsConfig(cfg), ObservePull: am.pullObserved,
 	}, cd, kube, getters.secrets.Lister(), recorder, vols)
 	if err != nil {
@@ -226,7 +231,7 @@ func Run(ctx context.Context, cfg Config) error {
 		return err
 	}
 
-	// The kubelet API (logs, stats, metrics), authenticated and authorised as kubelet's:
+	// The kubelet API (logs, exec, attach, port-forward, stats, metrics), authenticated and authorised as kubelet's:
 	// client certificates of the cluster CA, or tokens, checked by the API.
 	cert := &servingCert{}
 	certDir := filepath.Join(cfg.StateDir, "pki")
@@ -240,13 +245,13 @@ func Run(ctx context.Context, cfg Config) error {
 	mux.Handle("GET /metrics/cadvisor", cadvisorHandler(sc))
 	mux.HandleFunc("GET /healthz", healthz)
 	mux.Handle("GET /metrics", am.handler())
-	mux.Handle("/", api.PodHandler(api.PodHandlerConfig{
+	mux.Handle("/", streamCheck(provider.CheckStream, api.PodHandler(api.PodHandlerConfig{
 		RunInContainer: provider.RunInContainer, AttachToContainer: provider.AttachToContainer,
 		GetContainerLogs: provider.GetContainerLogs, GetPods: provider.GetPods,
 		GetPodsFromKubernetes: func(context.Context) ([]*corev1.Pod, error) { return podInformer.Lister().List(labels.Everything()) },
 		GetStatsSummary:       sc.Summary, GetMetricsResource: resourceMetrics(sc),
 		PortForward: provider.PortForward,
-	}, true))
+	}, true)))
 	ln, err := tls.Listen("tcp", net.JoinHostPort("", strconv.Itoa(cfg.Port)), tlsCfg)
 	if err != nil {
 		return fmt.Errorf("kubelet API: %w", err)

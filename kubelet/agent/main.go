@@ -13,6 +13,7 @@ import (
 
 	"github.com/containerd/log"
 	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/resource"
 
 	"github.com/feather-edge/feather/kubelet/logs"
 )
@@ -20,8 +21,8 @@ import (
 // Main runs the agent with command-line args (without the program name)
 // and returns the exit code.
 func Main(args []string) int {
-	if len(args) > 0 && args[0] == "cri-log" {
-		return criLog(args[1:])
+	if len(args) > 0 && !strings.HasPrefix(args[0], "-") {
+		return criLog(args) // containerd's shim passes the pairs in any order
 	}
 	cfg := DefaultConfig()
 	fs := flag.NewFlagSet("feather", flag.ContinueOnError)
@@ -37,6 +38,8 @@ func Main(args []string) int {
 	fs.StringVar(&cfg.RegistryConfigDir, "registry-config-dir", cfg.RegistryConfigDir, "registry hosts.toml files as containerd's config_path: DIR/HOST/hosts.toml (mirrors, CAs, plain HTTP)")
 	fs.StringVar(&cfg.ImageFsDir, "image-fs-dir", cfg.ImageFsDir, "a directory on the file system of images and containers' writable layers (containerd's root): the node's imageFs in its stats")
 	fs.DurationVar(&cfg.StatsMaxAge, "stats-max-age", cfg.StatsMaxAge, "how long one gathering of stats answers /stats/summary and /metrics/resource (0: gather for every request); keep it below the scrape interval")
+	logMaxSize := fs.String("container-log-max-size", "10Mi", "size at which a container's log file is rotated (a quantity: 10Mi, 500Ki), as kubelet's flag")
+	fs.IntVar(&cfg.ContainerLog.MaxFiles, "container-log-max-files", cfg.ContainerLog.MaxFiles, "most log files of a container, the current one included (at least 2), as kubelet's flag")
 	fs.IntVar(&cfg.Workers, "workers", cfg.Workers, "pods synced at once")
 	fs.StringVar(&cfg.CNIConfDir, "cni-conf-dir", cfg.CNIConfDir, "CNI network configuration directory: its lexically first *.conflist, *.conf or *.json is used; the default network is written there when it has none")
 	cniBin := fs.String("cni-bin-dir", strings.Join(cfg.CNIBinDirs, ","), "directories of CNI plugin binaries, comma-separated")
@@ -57,6 +60,12 @@ func Main(args []string) int {
 	var err error
 	if cfg.Taints, err = parseTaints(*taints); err == nil {
 		cfg.Labels, err = parsePairs(*labels)
+	}
+	if err == nil {
+		cfg.ContainerLog.MaxSize, err = parseSize(*logMaxSize)
+	}
+	if err == nil {
+		err = cfg.ContainerLog.Validate()
 	}
 	if err == nil {
 		var extra map[string]string
@@ -92,6 +101,15 @@ func Main(args []string) int {
 		return 1
 	}
 	return 0
+}
+
+// parseSize parses a size flag as kubelet does: a resource quantity.
+func parseSize(s string) (int64, error) {
+	q, err := resource.ParseQuantity(s)
+	if err != nil {
+		return 0, fmt.Errorf("--container-log-max-size %q: %w", s, err)
+	}
+	return q.Value(), nil
 }
 
 // splitList splits a comma-separated flag, dropping empty items.
@@ -137,15 +155,18 @@ func parseTaints(s string) ([]corev1.Taint, error) {
 	return out, nil
 }
 
-// criLog is the containerd logging binary (binary:// log URI) built into
+// criLog is the containerd logging binary (binary:// log URI, arguments
+// "cri-log PATH [max-size BYTES max-files N]", the pairs in any order) built into
 // the agent, used when feather-cri-log is not installed next to it: see
 // [logs.BinaryLogger].
 func criLog(args []string) int {
-	if len(args) != 1 {
-		fmt.Fprintln(os.Stderr, "usage: feather cri-log PATH")
+	path, rot, err := logs.ParseLoggerArgs(args)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "feather cri-log:", err)
+		fmt.Fprintln(os.Stderr, "usage: feather cri-log PATH [max-size BYTES max-files N]")
 		return 2
 	}
-	if err := logs.BinaryLogger(args[0]); err != nil {
+	if err := logs.BinaryLogger(path, rot); err != nil {
 		fmt.Fprintln(os.Stderr, "feather cri-log:", err)
 		return 1
 	}

@@ -11,8 +11,12 @@
 //
 // [PodDir] and [Path] build these names; [Latest] and [Previous] find the
 // files of a container's current and previous runs. A new run gets a new
-// file; files are not rotated (a running container's file grows without
-// bound until the pod's directory is removed).
+// file. A run's file is rotated as kubelet rotates it ([Rotation],
+// [OpenRotating]): past its maximum size it is renamed with the time
+// appended and a new file takes its place, and only the newest files are
+// kept:
+//
+//	<restart>.log  <restart>.log.20240501-100000  <restart>.log.20240501-100412 …
 //
 // # Format
 //
@@ -41,6 +45,7 @@
 // the records, P records joined with the records of the same stream that
 // complete them, one output line per logical line, with the options of
 // [Options] (tail, since, timestamps, byte limit, follow). Lines that do not
-// parse as records are skipped. The Docker JSON log format, which kubelet
+// parse as records are skipped. A rotated log reads as one, its rotated files
+// first. The Docker JSON log format, which kubelet
 // also reads, is not supported: the agent writes only CRI logs.
 package logs

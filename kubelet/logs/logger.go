@@ -1,17 +1,79 @@
 package logs
 
 import (
+	"fmt"
 	"io"
+	"net/url"
 	"os"
+	"strconv"
 )
+
+// The arguments of a logging binary: containerd's shims pass a binary://
+// URI's query as "key value" pairs, in no fixed order.
+const (
+	argPath     = "cri-log"
+	argMaxSize  = "max-size"
+	argMaxFiles = "max-files"
+)
+
+// LoggerQuery returns the query of the binary:// URI that makes a logging
+// binary ([ParseLoggerArgs], [BinaryLogger]) write the CRI log at path,
+// rotated as rot says (not at all for the zero Rotation).
+func LoggerQuery(path string, rot Rotation) url.Values {
+	q := url.Values{argPath: {path}}
+	if rot.MaxSize > 0 {
+		q.Set(argMaxSize, strconv.FormatInt(rot.MaxSize, 10))
+		q.Set(argMaxFiles, strconv.Itoa(rot.MaxFiles))
+	}
+	return q
+}
+
+// ParseLoggerArgs parses a logging binary's arguments, the pairs of
+// [LoggerQuery] in any order: "cri-log PATH" and, for rotation,
+// "max-size BYTES max-files N".
+func ParseLoggerArgs(args []string) (path string, rot Rotation, err error) {
+	if len(args)%2 != 0 {
+		return "", rot, fmt.Errorf("arguments %q: want KEY VALUE pairs", args)
+	}
+	for i := 0; i < len(args); i += 2 {
+		k, v := args[i], args[i+1]
+		switch k {
+		case argPath:
+			path = v
+		case argMaxSize:
+			rot.MaxSize, err = strconv.ParseInt(v, 10, 64)
+		case argMaxFiles:
+			rot.MaxFiles, err = strconv.Atoi(v)
+		default:
+			return "", rot, fmt.Errorf("unknown argument %q", k)
+		}
+		if err != nil {
+			return "", rot, fmt.Errorf("%s %q: %w", k, v, err)
+		}
+	}
+	if path == "" {
+		return "", rot, fmt.Errorf("no %s PATH", argPath)
+	}
+	if rot.MaxSize != 0 || rot.MaxFiles != 0 {
+		if err := rot.Validate(); err != nil {
+			return "", rot, err
+		}
+	}
+	return path, rot, nil
+}
 
 // BinaryLogger is containerd's binary:// logging protocol on the logger's
 // side: containerd's shim starts the logger with the task's stdout on fd 3,
 // its stderr on fd 4, and fd 5 to close once the logger is ready. It closes
 // fd 5 (even when it fails: the shim waits for it), then writes both streams
-// to the log file at path until they end.
-func BinaryLogger(path string) error {
-	f, err := Open(path)
+// to the log file at path, rotated as rot says, until they end.
+//
+// Rotation happens here, in the one process that writes the file, rather
+// than in the agent: the writer never loses a line to a rename it did not
+// see, it needs no reopen signal (containerd's binary loggers have none) and
+// it goes on while the agent is down or restarting.
+func BinaryLogger(path string, rot Rotation) error {
+	f, err := OpenRotating(path, rot)
 	ready := os.NewFile(5, "ready")
 	ready.Close()
 	if err != nil {

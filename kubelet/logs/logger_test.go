@@ -16,7 +16,7 @@ import (
 // runs it with FEATHER_TEST_LOGGER=PATH.
 func TestMain(m *testing.M) {
 	if path := os.Getenv("FEATHER_TEST_LOGGER"); path != "" {
-		if err := BinaryLogger(path); err != nil {
+		if err := BinaryLogger(path, Rotation{}); err != nil {
 			os.Stderr.WriteString(err.Error())
 			os.Exit(1)
 		}
@@ -83,5 +83,41 @@ func TestBinaryLogger(t *testing.T) {
 	want := []string{"stderr F oops", "stdout F hello", "stdout P partial"}
 	if !slices.Equal(got, want) {
 		t.Errorf("records = %q, want %q", got, want)
+	}
+}
+
+func TestLoggerArgs(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		args []string
+		path string
+		rot  Rotation
+		err  bool
+	}{
+		{"path only", []string{"cri-log", "/l/0.log"}, "/l/0.log", Rotation{}, false},
+		{"rotation", []string{"cri-log", "/l/0.log", "max-size", "1024", "max-files", "3"}, "/l/0.log", Rotation{1024, 3}, false},
+		{"any order", []string{"max-files", "3", "cri-log", "/l/0.log", "max-size", "1024"}, "/l/0.log", Rotation{1024, 3}, false},
+		{"no path", []string{"max-size", "1024", "max-files", "3"}, "", Rotation{}, true},
+		{"odd", []string{"cri-log"}, "", Rotation{}, true},
+		{"unknown", []string{"cri-log", "/l/0.log", "colour", "red"}, "", Rotation{}, true},
+		{"bad size", []string{"cri-log", "/l/0.log", "max-size", "10Mi", "max-files", "3"}, "", Rotation{}, true},
+		{"one file", []string{"cri-log", "/l/0.log", "max-size", "10", "max-files", "1"}, "", Rotation{}, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			path, rot, err := ParseLoggerArgs(tc.args)
+			if (err != nil) != tc.err || path != tc.path || (err == nil && rot != tc.rot) {
+				t.Errorf("ParseLoggerArgs(%q) = %q, %+v, %v", tc.args, path, rot, err)
+			}
+		})
+	}
+	// What LoggerQuery writes parses back, whatever the order of the pairs.
+	for _, rot := range []Rotation{{}, DefaultRotation} {
+		var args []string
+		for k, vs := range LoggerQuery("/l/0.log", rot) {
+			args = append(args, k, vs[0])
+		}
+		if path, got, err := ParseLoggerArgs(args); err != nil || path != "/l/0.log" || got != rot {
+			t.Errorf("round trip of %+v = %q, %+v, %v", rot, path, got, err)
+		}
 	}
 }

@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"os"
 	"time"
 
 	"github.com/containerd/log"
@@ -36,6 +35,10 @@ type Options struct {
 	// Since shows only lines whose first record was written at or after
 	// it; the zero time shows all. It applies after Tail, as in kubelet.
 	Since time.Time
+	// Stream, if set, shows only the lines of that stream (Stdout or
+	// Stderr), as `kubectl attach` splits a container's output. It applies
+	// after Tail: Tail counts the lines of both streams.
+	Stream StreamType
 }
 
 // pollInterval is how long a follower waits at the end of the file before it
@@ -73,14 +76,18 @@ var errLimit = errors.New("byte limit reached")
 // is complete (the container's streams are closed), so Read shows what is
 // left and returns nil. A nil done follows until ctx is done. Read also
 // returns nil once it has written opts.LimitBytes, and the first error from
-// w otherwise. It does not follow rotation: the agent does not rotate logs.
+// w otherwise.
+//
+// A rotated log ([OpenRotating]) reads as one: its rotated files, oldest
+// first, then the one at path, so that Tail and Since reach into rotated
+// files, and Follow goes on into the file that rotation puts at path.
 func Read(ctx context.Context, path string, opts Options, done <-chan struct{}, w io.Writer) error {
-	f, err := os.Open(path)
+	set, err := openSet(path)
 	if err != nil {
-		return fmt.Errorf("open log: %w", err)
+		return err
 	}
-	defer f.Close()
-	return read(ctx, f, opts, done, w)
+	defer set.Close()
+	return read(ctx, set, opts, done, w)
 }
 
 // NewReader opens the log file at path and returns a reader of what [Read]
@@ -91,17 +98,17 @@ func Read(ctx context.Context, path string, opts Options, done <-chan struct{}, 
 // error otherwise. The caller must Close it; Close stops the goroutine, even
 // one that follows, and returns once it has closed the file.
 func NewReader(ctx context.Context, path string, opts Options, done <-chan struct{}) (io.ReadCloser, error) {
-	f, err := os.Open(path)
+	set, err := openSet(path)
 	if err != nil {
-		return nil, fmt.Errorf("open log: %w", err)
+		return nil, err
 	}
 	ctx, cancel := context.WithCancel(ctx)
 	pr, pw := io.Pipe()
 	r := &pipeReader{PipeReader: pr, cancel: cancel, done: make(chan struct{})}
 	go func() {
 		defer close(r.done)
-		defer f.Close()
-		pw.CloseWithError(read(ctx, f, opts, done, pw))
+		defer set.Close()
+		pw.CloseWithError(read(ctx, set, opts, done, pw))
 	}()
 	return r, nil
 }
@@ -121,29 +128,21 @@ func (r *pipeReader) Close() error {
 	return err
 }
 
-func read(ctx context.Context, f *os.File, opts Options, done <-chan struct{}, w io.Writer) error {
-	size, err := f.Seek(0, io.SeekEnd)
-	if err != nil {
-		return fmt.Errorf("read log %s: %w", f.Name(), err)
-	}
-	var start int64
+func read(ctx context.Context, set *logSet, opts Options, done <-chan struct{}, w io.Writer) error {
+	var (
+		start int64
+		err   error
+	)
 	j := &joiner{opts: opts, out: w}
 	if opts.LimitBytes > 0 {
 		j.out = &limitWriter{w: w, left: opts.LimitBytes}
 	}
 	if opts.Tail >= 0 {
-		if start, j.skip, err = tailStart(f, size, opts.Tail); err != nil {
-			return fmt.Errorf("read log %s: %w", f.Name(), err)
+		if start, j.skip, err = tailStart(set, set.size(), opts.Tail); err != nil {
+			return fmt.Errorf("read log %s: %w", set.path, err)
 		}
 	}
-	var src io.Reader = io.NewSectionReader(f, start, size-start)
-	if opts.Follow {
-		if _, err := f.Seek(start, io.SeekStart); err != nil {
-			return fmt.Errorf("read log %s: %w", f.Name(), err)
-		}
-		src = f
-	}
-	err = j.copy(ctx, src, f.Name(), opts.Follow, done)
+	err = j.copy(ctx, set.reader(start, opts.Follow), set.path, opts.Follow, done)
 	if errors.Is(err, errLimit) {
 		return nil
 	}
@@ -290,6 +289,9 @@ func (j *joiner) flush() error {
 // a newline if eol.
 func (j *joiner) write(p *partial, eol bool) error {
 	if p.ts.Before(j.opts.Since) {
+		return nil
+	}
+	if s := j.opts.Stream; s != "" && p != &j.pending[streamIndex(s)] {
 		return nil
 	}
 	b := j.buf[:0]

@@ -23,8 +23,12 @@ type File struct {
 	path string
 	now  func() time.Time // the clock for record times; tests replace it
 
+	rot Rotation
+
 	mu      sync.Mutex // guards everything below, and orders writes to f
 	f       *os.File
+	size    int64  // of f, as written through it
+	rotErr  bool   // a rotation failed; logged once
 	out     []byte // records gathered for one write to f
 	streams []*stream
 	err     error // the first failed write to f
@@ -34,7 +38,19 @@ type File struct {
 // Open opens the log file at path for appending, creating it (mode 0640) and
 // its directories (0755) if need be. An agent that reopens the log of a
 // container it adopted appends to what is there. The caller closes the File.
+// It never rotates the file: see [OpenRotating].
 func Open(path string) (*File, error) {
+	return OpenRotating(path, Rotation{})
+}
+
+// OpenRotating opens the log file at path as Open does, and rotates it as
+// rot says (see [Rotation]) while it is written: the writes that would take
+// it past rot.MaxSize go to a new file at path, the old one being renamed
+// path.<time> (kubelet's names: 0.log, 0.log.20240501-100000), and the
+// oldest rotated files are removed so that at most rot.MaxFiles remain.
+// Records are never split across files. [Read] reads the rotated files and
+// the current one as one log.
+func OpenRotating(path string, rot Rotation) (*File, error) {
 	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
 		return nil, fmt.Errorf("create log directory: %w", err)
 	}
@@ -46,7 +62,12 @@ func Open(path string) (*File, error) {
 		f.Close()
 		return nil, fmt.Errorf("open log %s: %w", path, err)
 	}
-	return &File{path: path, now: time.Now, f: f}, nil
+	fi, err := f.Stat()
+	if err != nil {
+		f.Close()
+		return nil, fmt.Errorf("open log %s: %w", path, err)
+	}
+	return &File{path: path, now: time.Now, rot: rot, f: f, size: fi.Size()}, nil
 }
 
 // endLine ends a record that an earlier writer left unterminated (an agent
@@ -123,7 +144,18 @@ func (f *File) flushLocked() {
 	if len(f.out) == 0 {
 		return
 	}
-	if _, err := f.f.Write(f.out); err != nil && f.err == nil {
+	if f.rot.MaxSize > 0 && f.size > 0 && f.size+int64(len(f.out)) > f.rot.MaxSize {
+		if err := f.rotateLocked(); err != nil {
+			f.size = 0 // try again after another MaxSize bytes
+			if !f.rotErr {
+				f.rotErr = true
+				log.L.WithError(err).WithField("path", f.path).Error("container log not rotated")
+			}
+		}
+	}
+	n, err := f.f.Write(f.out)
+	f.size += int64(n)
+	if err != nil && f.err == nil {
 		f.err = fmt.Errorf("write log %s: %w", f.path, err)
 		log.L.WithError(err).WithField("path", f.path).Error("container output is being dropped")
 	}

@@ -12,7 +12,6 @@ import (
 
 	"github.com/containerd/containerd/v2/client"
 	"github.com/containerd/containerd/v2/pkg/namespaces"
-	"github.com/containerd/errdefs"
 	"github.com/containerd/log"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 	vkerrdefs "github.com/virtual-kubelet/virtual-kubelet/errdefs"
@@ -49,8 +48,14 @@ type Config struct {
 	// StateDir holds pod volumes; RunDir pod network namespaces.
 	StateDir, RunDir string
 	// Logger is the program run as each container's binary:// logger: it
-	// must accept "cri-log PATH" (feather-cri-log, or the agent itself).
+	// must accept the arguments of logs.LoggerQuery (feather-cri-log, or
+	// the agent itself).
 	Logger string
+	// LogRotation bounds each container run's log (kubelet's
+	// containerLogMaxSize and containerLogMaxFiles); the zero value does not
+	// rotate. The logger rotates: a change applies to containers started
+	// after it.
+	LogRotation logs.Rotation
 	// Admit, if set, decides whether a new pod may run here: a non-nil
 	// *Rejection fails the pod the way kubelet's admission does.
 	Admit func(pod *corev1.Pod, running []*corev1.Pod) *Rejection
@@ -350,21 +355,6 @@ func (p *Provider) GetContainerLogs(ctx context.Context, namespace, podName, con
 		Follow: opts.Follow, Since: since}, done)
 }
 
-// RunInContainer is not supported: unikernels have no second process.
-func (p *Provider) RunInContainer(context.Context, string, string, string, []string, api.AttachIO) error {
-	return fmt.Errorf("exec is not supported by the Feather agent yet: %w", errdefs.ErrNotImplemented)
-}
-
-// AttachToContainer is not supported.
-func (p *Provider) AttachToContainer(context.Context, string, string, string, api.AttachIO) error {
-	return fmt.Errorf("attach is not supported by the Feather agent yet: %w", errdefs.ErrNotImplemented)
-}
-
-// PortForward is not supported.
-func (p *Provider) PortForward(context.Context, string, string, int32, io.ReadWriteCloser) error {
-	return fmt.Errorf("port-forward is not supported by the Feather agent yet: %w", errdefs.ErrNotImplemented)
-}
-
 // publish hands a pod with a new status to virtual-kubelet.
 func (p *Provider) publish(pod *corev1.Pod) {
 	p.mu.Lock()
@@ -376,10 +366,10 @@ func (p *Provider) publish(pod *corev1.Pod) {
 }
 
 // logURI is the binary:// URI that makes the container's shim run the
-// agent's logger, writing the CRI log at path. The logger is a child of the
+// agent's logger, writing the CRI log at path and rotating it. The logger is a child of the
 // shim, so logs keep flowing while the agent restarts.
 func (p *Provider) logURI(path string) *url.URL {
-	return &url.URL{Scheme: "binary", Path: p.cfg.Logger, RawQuery: url.Values{"cri-log": {path}}.Encode()}
+	return &url.URL{Scheme: "binary", Path: p.cfg.Logger, RawQuery: logs.LoggerQuery(path, p.cfg.LogRotation).Encode()}
 }
 
 // podLogDir is kubelet's /var/log/pods/<ns>_<name>_<uid>.
