@@ -51,6 +51,7 @@ func (p *Provider) instances(ctx context.Context, uid types.UID, wake func()) ([
 			StartedAt: parseTime(l[LabelStartedAt])}
 		if code, ok := l[LabelExitCode]; ok {
 			in.Exited, in.ExitCode, in.FinishedAt, in.Reason = true, int32(atoi(code)), parseTime(l[LabelFinishedAt]), l[LabelReason]
+			in.Message = p.terminationMessage(uid, in.ID)
 			out = append(out, in)
 			continue
 		}
@@ -232,6 +233,11 @@ func (w *worker) start(ctx context.Context, pod *corev1.Pod, c *corev1.Container
 	}
 	id := containerID(pod.UID, c.Name, attempt)
 	_ = p.removeContainer(ctx, id) // a leftover of a crash between create and start
+	tm, err := p.terminationMount(pod.UID, id, c, runtime != p.cfg.Runtimes["runc"])
+	if err != nil {
+		return fmt.Errorf("termination log of %s: %w", c.Name, err)
+	}
+	mounts = append(mounts, tm)
 	labels := map[string]string{
 		LabelPodUID: string(pod.UID), LabelPodNamespace: pod.Namespace, LabelPodName: pod.Name,
 		LabelContainer: c.Name, LabelAttempt: fmt.Sprint(attempt), LabelImageID: image.Target().Digest.String(),

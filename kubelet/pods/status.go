@@ -26,6 +26,8 @@ type instance struct {
 	StartedAt, FinishedAt time.Time
 	ExitCode              int32
 	Reason                string
+	// Message is the termination message of an exited run.
+	Message string
 }
 
 // waiting is why a container does not run now, when its instances do not
@@ -81,6 +83,7 @@ func terminated(in instance) *corev1.ContainerStateTerminated {
 	return &corev1.ContainerStateTerminated{
 		ExitCode:    in.ExitCode,
 		Reason:      reason,
+		Message:     in.Message,
 		StartedAt:   metav1.NewTime(in.StartedAt),
 		FinishedAt:  metav1.NewTime(in.FinishedAt),
 		ContainerID: "containerd://" + in.ID,

@@ -402,6 +402,7 @@ func (w *worker) stop(ctx context.Context, insts []instance, grace time.Duration
 			w.log.WithError(err).Warn("remove network namespace")
 		}
 	}
+	_ = removeAll(w.p.terminationDir(w.uid))
 	if w.resolv != "" {
 		_ = os.Remove(w.resolv)
 		_ = os.Remove(filepath.Dir(w.resolv)) // the pod's state dir, unless volumes are in it

@@ -363,6 +363,7 @@ func TestRealOSvPods(t *testing.T) {
 			t.Errorf("a Secret's value reached %s", name)
 		}
 	}
+	deleteAll(ctx, t, c)
 }
 
 func readString(t *testing.T, path string) string {
