@@ -50,7 +50,7 @@ func TestIsVM(t *testing.T) {
 				os.MkdirAll(filepath.Join(bundle, "rootfs", "feather"), 0o755)
 				os.WriteFile(filepath.Join(bundle, "rootfs", vmimage.DiskPath), []byte("disk"), 0o644)
 			}
-			s := &Service{kinds: tc.kinds, runc: runcshim.New(runcshim.Config{})}
+			s := &Service{kinds: tc.kinds, runc: runcBackend{runcshim.New(runcshim.Config{})}}
 			got, err := s.isVM(context.Background(), &taskAPI.CreateTaskRequest{ID: "c1", Bundle: bundle}, tc.ann)
 			if tc.err != nil {
 				if !errors.Is(err, tc.err) {
