@@ -359,7 +359,7 @@ func (v *VM) boot(ctx context.Context, accel string) (chan struct{}, error) {
 	}
 	_ = os.Remove(filepath.Join(v.dir, "qmp.sock"))
 	if err := netns.Do(v.plan.NetNS, cmd.Start); err != nil {
-		if errors.Is(err, exec.ErrNotFound) {
+		if errors.Is(err, exec.ErrNotFound) || errors.Is(err, os.ErrNotExist) {
 			return nil, fmt.Errorf("%s not found: install Debian package qemu-system-x86: %w", qemu.System, errdefs.ErrFailedPrecondition)
 		}
 		return nil, fmt.Errorf("start qemu: %w", err)
