@@ -154,15 +154,19 @@ func (s *Shims) Start(ctx context.Context, id, bundle string) (_ *Shim, retErr e
 		return nil, err
 	}
 
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if sh, ok := s.shims[res.Address]; ok {
-		sh.refs++
+	if sh := s.ref(res.Address); sh != nil {
 		return sh, nil
 	}
-	client, err := dial(res.Address)
+	client, err := dial(res.Address) // not under mu: it may take seconds
 	if err != nil {
 		return nil, err
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if sh, ok := s.shims[res.Address]; ok { // another container's Start dialled meanwhile
+		sh.refs++
+		client.Close()
+		return sh, nil
 	}
 	sh := &Shim{Address: res.Address, Task: taskAPI.NewTTRPCTaskClient(client), client: client, log: logr, refs: 1}
 	if logr != nil {
@@ -303,6 +307,19 @@ func (t *Task) Checkpoint(ctx context.Context, r *taskAPI.CheckpointTaskRequest)
 // and the container's.
 func (t *Task) Connect(ctx context.Context, r *taskAPI.ConnectRequest) (*taskAPI.ConnectResponse, error) {
 	return t.sh.Task.Connect(ctx, r)
+}
+
+// ref returns the connection to the runc shim at address with one more
+// reference, nil if there is none.
+func (s *Shims) ref(address string) *Shim {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	sh, ok := s.shims[address]
+	if !ok {
+		return nil
+	}
+	sh.refs++
+	return sh
 }
 
 // Release drops a reference taken by Start. The last one closes the
