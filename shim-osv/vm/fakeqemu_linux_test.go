@@ -14,7 +14,8 @@ import (
 
 // fakeQEMUEnv, set in a test's environment (which the VM's QEMU inherits),
 // makes the test binary, run as qemu.System, play QEMU: it serves QMP on
-// the -qmp socket and prints a guest's console. Its value is the guest:
+// the -qmp socket and prints the console of an OSv guest booted directly
+// (-append) running a program that prints "hello". Its value is the guest:
 //
 //	run       prints a line, then runs until system_powerdown or quit
 //	exit3     prints a line and "program /hello returned 3", then powers off
@@ -31,10 +32,16 @@ func TestMain(m *testing.M) {
 
 // fakeQEMU is the fake QEMU's main.
 func fakeQEMU(guest string, args []string) {
-	var sock string
+	var sock, cmdline string
 	for i, a := range args {
-		if a == "-qmp" && i+1 < len(args) {
+		if i+1 == len(args) {
+			break
+		}
+		switch a {
+		case "-qmp":
 			sock = strings.TrimPrefix(strings.Split(args[i+1], ",")[0], "unix:")
+		case "-append":
+			cmdline = args[i+1]
 		}
 	}
 	if sock == "" {
@@ -56,7 +63,7 @@ func fakeQEMU(guest string, args []string) {
 		fmt.Fprint(os.Stdout, line+"\r\n")
 	}
 	poweroff := func(reason string) {
-		console("powering off")
+		console("Powering off.")
 		os.Exit(0)
 	}
 	go func() {
@@ -68,7 +75,18 @@ func fakeQEMU(guest string, args []string) {
 			go serveQMP(conn, poweroff)
 		}
 	}()
+	// As OSv: its banner, the echo of the command (the command line after
+	// the loader's options), then the program's output.
 	console("OSv v0.57.0")
+	app := cmdline
+	for {
+		t := strings.TrimLeft(app, " ")
+		if !strings.HasPrefix(t, "-") {
+			break
+		}
+		_, app, _ = strings.Cut(t, " ")
+	}
+	console("Cmdline: " + app)
 	console("hello")
 	if guest == "exit3" {
 		console("program /hello returned 3")
