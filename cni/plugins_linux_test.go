@@ -17,23 +17,20 @@ import (
 
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
+
+	"github.com/feather-edge/feather/internal/prereq"
 )
 
 // requiresPlugins skips t unless it runs as root with Debian's CNI plugins
 // and iptables.
 func requiresPlugins(t testing.TB) {
 	t.Helper()
-	if os.Geteuid() != 0 {
-		t.Skip("needs root")
-	}
+	prereq.Root(t)
 	for _, p := range []string{"bridge", "host-local", "portmap", "loopback"} {
-		if _, err := os.Stat(filepath.Join(DefaultBinDir, p)); err != nil {
-			t.Skipf("CNI plugin %s not found in %s: run `make deps` (containernetworking-plugins)", p, DefaultBinDir)
-		}
+		_, err := os.Stat(filepath.Join(DefaultBinDir, p))
+		prereq.Check(t, err == nil, fmt.Sprintf("CNI plugin %s not found in %s: run `make deps` (containernetworking-plugins)", p, DefaultBinDir))
 	}
-	if _, err := exec.LookPath("iptables"); err != nil {
-		t.Skip("iptables not found: run `make deps`")
-	}
+	prereq.Program(t, "iptables", "run `make deps`")
 }
 
 // testNetwork is a private default network: its own conf, state, bridge and
@@ -294,7 +291,7 @@ func TestPluginsCollect(t *testing.T) {
 func hostIP(t testing.TB) string {
 	c, err := net.Dial("udp", "192.0.2.1:9")
 	if err != nil {
-		t.Skip("no default route")
+		prereq.Check(t, false, "no default route")
 	}
 	defer c.Close()
 	return c.LocalAddr().(*net.UDPAddr).IP.String()

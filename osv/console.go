@@ -41,7 +41,8 @@ const (
 type Ending struct {
 	Code int
 	// Reason is "" for a program that returned or exited, else why it did
-	// not: "NotFound" or "Crashed".
+	// not: "NotFound", "NoRoot" (not found because OSv mounted no root
+	// file system from the disk) or "Crashed".
 	Reason string
 	// Line is the console line that reported it.
 	Line string
@@ -68,8 +69,13 @@ type Console struct {
 	Echo string
 
 	started bool
+	noRoot  bool // a root file system failed to mount during the boot
 	end     *Ending
 }
+
+// rootFailedRe matches OSv's boot lines saying it found no root file system
+// on the disk (its auto-discovery tries ROFS, virtio-fs, then ZFS).
+var rootFailedRe = regexp.MustCompile(`^(failed to mount /(rofs|virtiofs|zfs), |Could not mount \w+ root filesystem|Could not load and/or initialize /usr/lib/fs/libsolaris\.so)`)
 
 // Line classifies one console line (without its line end).
 func (c *Console) Line(l string) LineKind {
@@ -77,6 +83,9 @@ func (c *Console) Line(l string) LineKind {
 	case c.end != nil:
 		return Diagnostic
 	case !c.started:
+		if rootFailedRe.MatchString(l) {
+			c.noRoot = true
+		}
 		if rest, ok := strings.CutPrefix(l, "Cmdline: "); ok && (c.Echo == "" || rest == c.Echo) {
 			c.started = true
 			return Start
@@ -90,6 +99,9 @@ func (c *Console) Line(l string) LineKind {
 		return Boot
 	}
 	if e := ending(l); e != nil {
+		if e.Reason == "NotFound" && c.noRoot {
+			e.Reason = "NoRoot"
+		}
 		c.end = e
 		return End
 	}

@@ -24,6 +24,10 @@ func TestConsole(t *testing.T) {
 			[]string{"exitcall: calling exit(5)"}, &Ending{Code: 5, Line: "program exited with status 5"}},
 		{"missing program", concat(boot, "Cmdline: /nonexist", "Failed to load object: /nonexist. Powering off."),
 			nil, &Ending{Code: ExitNotFound, Reason: "NotFound", Line: "Failed to load object: /nonexist. Powering off."}},
+		{"no root file system", concat([]string{"OSv v0.57.0", "VFS: mounting rofs at /rofs", "[rofs] Error opening device!",
+			"failed to mount /rofs, error = No such device or address", "Could not load and/or initialize /usr/lib/fs/libsolaris.so."},
+			"Cmdline: /args", "Failed to load object: /args. Powering off."),
+			nil, &Ending{Code: ExitNotFound, Reason: "NoRoot", Line: "Failed to load object: /args. Powering off."}},
 		{"crash", concat(boot, "Cmdline: /crash", "crash: writing through a NULL pointer", "Aborted", "", "[backtrace]", "0x0000000040217bf1 <???+1075936241>"),
 			[]string{"crash: writing through a NULL pointer"}, &Ending{Code: ExitAborted, Reason: "Crashed", Line: "Aborted"}},
 		{"an echo in the environment does not start it", concat([]string{"Setting in environment: X=1", "Cmdline: /fake"}, boot, "Cmdline: /args", "out"),
@@ -33,7 +37,7 @@ func TestConsole(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			c := Console{Echo: "/args"}
-			if strings.HasPrefix(tc.name, "exit") || strings.HasPrefix(tc.name, "missing") || strings.HasPrefix(tc.name, "crash") {
+			if strings.HasPrefix(tc.name, "exit") || strings.HasPrefix(tc.name, "missing") || strings.HasPrefix(tc.name, "no root") || strings.HasPrefix(tc.name, "crash") {
 				c.Echo = ""
 			}
 			var out []string

@@ -7,8 +7,6 @@ package disk
 
 import (
 	"bytes"
-	"compress/flate"
-	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
@@ -18,6 +16,7 @@ import (
 
 	"github.com/feather-edge/feather/osv"
 	"github.com/feather-edge/feather/vmimage"
+	"github.com/feather-edge/feather/vmimage/qcow2"
 )
 
 // Disk is an open disk image file.
@@ -28,10 +27,7 @@ type Disk struct {
 	Size int64
 
 	f     *os.File
-	qcow2 *qcow2
-	// unreadable says why the guest's bytes cannot be read (a qcow2
-	// feature this reader lacks); the header facts are still good.
-	unreadable error
+	qcow2 *qcow2.Reader
 }
 
 // Open opens the disk image at path and reads its header. A file that is
@@ -69,11 +65,7 @@ func open(f *os.File) (*Disk, error) {
 	}
 	d := &Disk{DiskInfo: info, Size: fi.Size(), f: f}
 	if info.Format == vmimage.FormatQCOW2 {
-		d.qcow2, err = openQCOW2(f, head[:n], fi.Size())
-		if errdefs.IsNotImplemented(err) {
-			d.unreadable, err = err, nil
-		}
-		if err != nil {
+		if d.qcow2, err = qcow2.NewReader(f, head[:n], fi.Size(), nil); err != nil {
 			return nil, err
 		}
 	}
@@ -92,8 +84,8 @@ func (d *Disk) Close() error { return d.f.Close() }
 // zeros. A qcow2 disk using a feature this reader lacks (zstd clusters,
 // extended L2 entries) gives an ErrNotImplemented error.
 func (d *Disk) ReadAt(p []byte, off int64) (int, error) {
-	if d.unreadable != nil {
-		return 0, d.unreadable
+	if d.qcow2 != nil {
+		return d.qcow2.ReadAt(p, off)
 	}
 	if off < 0 {
 		return 0, fmt.Errorf("negative offset: %w", errdefs.ErrInvalidArgument)
@@ -105,13 +97,7 @@ func (d *Disk) ReadAt(p []byte, off int64) (int, error) {
 	if rem := d.VirtualSize - off; int64(want) > rem {
 		p = p[:rem]
 	}
-	var n int
-	var err error
-	if d.qcow2 == nil {
-		n, err = d.f.ReadAt(p, off)
-	} else {
-		n, err = d.qcow2.readAt(p, off)
-	}
+	n, err := d.f.ReadAt(p, off)
 	if err == nil && n < want {
 		err = io.EOF
 	}
@@ -142,128 +128,4 @@ func (d *Disk) Cmdline() (string, error) {
 		return "", fmt.Errorf("no NUL-terminated OSv command line at byte %d (is this an OSv disk?): %w", osv.CmdlineOffset, errdefs.ErrInvalidArgument)
 	}
 	return string(buf[:end]), nil
-}
-
-// qcow2 maps guest offsets to a qcow2 file's clusters (see QEMU's
-// docs/interop/qcow2.txt): L1 table → L2 tables → data clusters, each
-// plain or deflate-compressed. That is all a read needs; snapshots,
-// refcounts and dirty bitmaps are never consulted.
-type qcow2 struct {
-	f           io.ReaderAt
-	fileSize    int64
-	clusterBits uint32
-	l1          []uint64
-}
-
-// Header fields and entry bits.
-const (
-	qcowL1SizeOff        = 36
-	qcowL1TableOff       = 40
-	qcowIncompatOff      = 72
-	qcowCompressionOff   = 104
-	qcowIncompatCompress = 1 << 3 // compression type field present
-	qcowIncompatExtL2    = 1 << 4 // extended L2 entries
-	qcowOffsetMask       = 0x00fffffffffffe00
-	qcowCompressed       = 1 << 62
-	qcowZeroFlag         = 1
-)
-
-func openQCOW2(f io.ReaderAt, head []byte, fileSize int64) (*qcow2, error) {
-	be := binary.BigEndian
-	q := &qcow2{f: f, fileSize: fileSize, clusterBits: be.Uint32(head[20:])}
-	if be.Uint32(head[4:]) >= 3 {
-		if len(head) < qcowCompressionOff+1 {
-			return nil, fmt.Errorf("qcow2 header truncated: %w", errdefs.ErrInvalidArgument)
-		}
-		incompat := be.Uint64(head[qcowIncompatOff:])
-		if incompat&qcowIncompatExtL2 != 0 {
-			return nil, fmt.Errorf("reading a qcow2 disk with extended L2 entries is not supported (rewrite it: qemu-img convert -O qcow2 IN OUT): %w", errdefs.ErrNotImplemented)
-		}
-		if incompat&qcowIncompatCompress != 0 && head[qcowCompressionOff] != 0 {
-			return nil, fmt.Errorf("reading a qcow2 disk with zstd-compressed clusters is not supported (rewrite it: qemu-img convert -O qcow2 IN OUT): %w", errdefs.ErrNotImplemented)
-		}
-	}
-	l1Size := int64(be.Uint32(head[qcowL1SizeOff:]))
-	l1Off := int64(be.Uint64(head[qcowL1TableOff:]))
-	if l1Size*8 > fileSize || l1Off < 0 || l1Off+l1Size*8 > fileSize {
-		return nil, fmt.Errorf("qcow2 L1 table (%d entries at %d) lies outside the %d-byte file: %w", l1Size, l1Off, fileSize, errdefs.ErrInvalidArgument)
-	}
-	raw := make([]byte, l1Size*8)
-	if _, err := f.ReadAt(raw, l1Off); err != nil {
-		return nil, fmt.Errorf("read qcow2 L1 table: %w", err)
-	}
-	q.l1 = make([]uint64, l1Size)
-	for i := range q.l1 {
-		q.l1[i] = be.Uint64(raw[i*8:])
-	}
-	return q, nil
-}
-
-func (q *qcow2) clusterSize() int64 { return 1 << q.clusterBits }
-
-// readAt fills p from guest offset off, one cluster at a time.
-func (q *qcow2) readAt(p []byte, off int64) (int, error) {
-	n := 0
-	for n < len(p) {
-		cluster, err := q.cluster(off + int64(n))
-		if err != nil {
-			return n, err
-		}
-		in := (off + int64(n)) % q.clusterSize()
-		n += copy(p[n:], cluster[in:])
-	}
-	return n, nil
-}
-
-// cluster returns the guest cluster holding guest offset off.
-func (q *qcow2) cluster(off int64) ([]byte, error) {
-	cs := q.clusterSize()
-	l2Entries := cs / 8
-	l1i := off / cs / l2Entries
-	l2i := off / cs % l2Entries
-	out := make([]byte, cs)
-	if l1i >= int64(len(q.l1)) {
-		return out, nil
-	}
-	l2Off := int64(q.l1[l1i] & qcowOffsetMask)
-	if l2Off == 0 {
-		return out, nil
-	}
-	var e [8]byte
-	if _, err := q.f.ReadAt(e[:], l2Off+l2i*8); err != nil {
-		return nil, fmt.Errorf("read qcow2 L2 entry: %w", err)
-	}
-	entry := binary.BigEndian.Uint64(e[:])
-	if entry&qcowCompressed != 0 {
-		return q.compressed(entry, out)
-	}
-	host := int64(entry & qcowOffsetMask)
-	if host == 0 || entry&qcowZeroFlag != 0 {
-		return out, nil
-	}
-	n, err := q.f.ReadAt(out, host)
-	if err != nil && !(errors.Is(err, io.EOF) && host+int64(n) == q.fileSize) {
-		return nil, fmt.Errorf("read qcow2 cluster at %d: %w", host, err)
-	}
-	return out, nil
-}
-
-// compressed inflates a compressed cluster into out. Its L2 entry holds
-// the host offset in its low 62-(clusterBits-8) bits and, above them, the
-// number of extra 512-byte sectors the compressed data may span.
-func (q *qcow2) compressed(entry uint64, out []byte) ([]byte, error) {
-	x := 62 - (q.clusterBits - 8)
-	host := int64(entry & (1<<x - 1))
-	sectors := int64((entry>>x)&(1<<(q.clusterBits-8)-1)) + 1
-	size := sectors*512 - host%512
-	size = min(size, q.fileSize-host)
-	if host <= 0 || size <= 0 {
-		return nil, fmt.Errorf("qcow2 compressed cluster at %d lies outside the file: %w", host, errdefs.ErrInvalidArgument)
-	}
-	zr := flate.NewReader(io.NewSectionReader(q.f, host, size))
-	defer zr.Close()
-	if _, err := io.ReadFull(zr, out); err != nil {
-		return nil, fmt.Errorf("inflate qcow2 cluster at %d: %w", host, err)
-	}
-	return out, nil
 }

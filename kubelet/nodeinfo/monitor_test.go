@@ -9,6 +9,8 @@ import (
 	"runtime"
 	"strings"
 	"testing"
+
+	"github.com/feather-edge/feather/internal/prereq"
 )
 
 const (
@@ -278,9 +280,7 @@ func TestUnescapeMount(t *testing.T) {
 
 // TestHostMonitor measures this machine, to see the real files parse.
 func TestHostMonitor(t *testing.T) {
-	if runtime.GOOS != "linux" {
-		t.Skip("reads Linux's /proc and /sys")
-	}
+	prereq.Check(t, runtime.GOOS == "linux", "reads Linux's /proc and /sys")
 	m := NewMonitor(t.TempDir())
 	c, err := m.Capacity()
 	if err != nil {

@@ -7,12 +7,12 @@ import (
 	"github.com/vishvananda/netlink"
 
 	"github.com/feather-edge/feather/shim-osv/netns"
+
+	"github.com/feather-edge/feather/internal/prereq"
 )
 
 func TestEnsureRemove(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Skip("needs root")
-	}
+	prereq.Root(t)
 	m := &Manager{Dir: t.TempDir()}
 	p, err := m.Ensure("pod-1")
 	if err != nil {

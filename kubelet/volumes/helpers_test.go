@@ -19,14 +19,14 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/kubernetes/fake"
 	k8stesting "k8s.io/client-go/testing"
+
+	"github.com/feather-edge/feather/internal/prereq"
 )
 
 // requiresRoot skips tests that mount tmpfs.
 func requiresRoot(t *testing.T) {
 	t.Helper()
-	if os.Geteuid() != 0 {
-		t.Skip("needs root to mount tmpfs and change file groups")
-	}
+	prereq.Check(t, os.Geteuid() == 0, "needs root to mount tmpfs and change file groups")
 }
 
 var t0 = time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)

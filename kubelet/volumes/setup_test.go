@@ -15,6 +15,8 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/feather-edge/feather/internal/prereq"
 )
 
 func cmVolume(name string, src corev1.ConfigMapVolumeSource) corev1.Volume {
@@ -481,9 +483,7 @@ func TestSetupHostPath(t *testing.T) {
 		{name: "unknown type", path: dir, typ: "Fifo", isErr: errdefs.IsInvalidArgument, msg: `type "Fifo" is unknown`},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			if tc.path == "" {
-				t.Skip("no block device on this machine")
-			}
+			prereq.Check(t, tc.path != "", "no block device on this machine")
 			f := newFixture(t)
 			hp := &corev1.HostPathVolumeSource{Path: tc.path}
 			if tc.typ != "" {

@@ -15,13 +15,13 @@ import (
 	"github.com/containerd/errdefs"
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
+
+	"github.com/feather-edge/feather/internal/prereq"
 )
 
 func requiresRoot(t *testing.T) {
 	t.Helper()
-	if os.Geteuid() != 0 {
-		t.Skip("test requires root (network namespaces, netlink)")
-	}
+	prereq.Check(t, os.Geteuid() == 0, "test requires root (network namespaces, netlink)")
 }
 
 // newNS creates a fresh network namespace bind-mounted on a file in a temp
@@ -66,7 +66,7 @@ func newNS(t *testing.T) string {
 	}()
 	if err := <-errc; err != nil {
 		if errors.Is(err, unix.EPERM) {
-			t.Skipf("cannot create network namespaces: %v", err)
+			prereq.Check(t, false, fmt.Sprintf("cannot create network namespaces: %v", err))
 		}
 		t.Fatal(err)
 	}

@@ -8,16 +8,15 @@ import (
 
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
+
+	"github.com/feather-edge/feather/internal/prereq"
 )
 
 // TestQEMUOpensTap checks that QEMU, started inside the namespace with Do as
 // the shim does, can attach to the tap that Wire made (the tap's carrier goes
 // up while a queue is attached).
 func TestQEMUOpensTap(t *testing.T) {
-	bin, err := exec.LookPath("qemu-system-x86_64")
-	if err != nil {
-		t.Skip("qemu-system-x86_64 not found (Debian: apt-get install qemu-system-x86)")
-	}
+	bin := prereq.Program(t, "qemu-system-x86_64", "apt-get install qemu-system-x86")
 	ns := podNS(t, "10.213.7.2/24", "10.213.7.1")
 	cfg, ok, err := Discover(ns)
 	if err != nil || !ok {

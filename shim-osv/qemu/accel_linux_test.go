@@ -3,10 +3,11 @@ package qemu
 import (
 	"context"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"testing"
 	"time"
+
+	"github.com/feather-edge/feather/internal/prereq"
 )
 
 func TestAccelerator(t *testing.T) {
@@ -30,9 +31,7 @@ func TestAccelerator(t *testing.T) {
 	if got, err := Accelerator(ctx, ""); err != nil || got != TCG {
 		t.Errorf("cached: got %s, %v", got, err)
 	}
-	if _, err := exec.LookPath(System); err != nil {
-		t.Skip("qemu-system-x86_64 not found")
-	}
+	prereq.Program(t, System, "install Debian package qemu-system-x86")
 	os.Remove(cache)
 	start := time.Now()
 	got, err := Accelerator(ctx, "auto")

@@ -29,20 +29,41 @@ func CreateOverlay(ctx context.Context, base, baseFormat, path string) error {
 // WriteAt writes data into the qcow2 disk at offset, through qemu-io, so
 // that only the overlay changes.
 func WriteAt(ctx context.Context, disk string, offset int64, data []byte) error {
-	f, err := os.CreateTemp(filepath.Dir(disk), ".write-")
-	if err != nil {
-		return err
+	return Write(ctx, disk, 0, []Extent{{Offset: offset, Data: data}})
+}
+
+// Extent is bytes to write at a guest offset of a disk.
+type Extent struct {
+	Offset int64
+	Data   []byte
+}
+
+// Write writes the extents into the qcow2 disk, in order, through one
+// qemu-io, so that only the overlay changes; with size > 0 (a multiple of
+// 512) it first sets the disk's virtual size to size, which for an overlay
+// writes nothing of its backing file. The disk must not be in use by a
+// running VM.
+func Write(ctx context.Context, disk string, size int64, extents []Extent) error {
+	args := []string{"-f", "qcow2"}
+	if size > 0 {
+		args = append(args, "-c", fmt.Sprintf("truncate %d", size))
 	}
-	defer os.Remove(f.Name())
-	if _, err := f.Write(data); err != nil {
-		f.Close()
-		return err
+	for _, e := range extents {
+		f, err := os.CreateTemp(filepath.Dir(disk), ".write-")
+		if err != nil {
+			return err
+		}
+		defer os.Remove(f.Name())
+		if _, err := f.Write(e.Data); err != nil {
+			f.Close()
+			return err
+		}
+		if err := f.Close(); err != nil {
+			return err
+		}
+		args = append(args, "-c", fmt.Sprintf("write -q -s %s %d %d", f.Name(), e.Offset, len(e.Data)))
 	}
-	if err := f.Close(); err != nil {
-		return err
-	}
-	cmd := fmt.Sprintf("write -s %s %d %d", f.Name(), offset, len(data))
-	return run(ctx, qemuIO, "-f", "qcow2", "-c", cmd, disk)
+	return run(ctx, qemuIO, append(args, disk)...)
 }
 
 func run(ctx context.Context, name string, args ...string) error {

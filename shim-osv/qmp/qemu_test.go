@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"github.com/containerd/errdefs"
+
+	"github.com/feather-edge/feather/internal/prereq"
 )
 
 // startQEMU starts a guestless QEMU with a QMP socket and returns the socket
@@ -18,10 +20,7 @@ import (
 // still running.
 func startQEMU(t *testing.T) (sock string, wait func(timeout time.Duration) (exited bool, err error)) {
 	t.Helper()
-	bin, err := exec.LookPath("qemu-system-x86_64")
-	if err != nil {
-		t.Skip("qemu-system-x86_64 not found (Debian: apt-get install qemu-system-x86)")
-	}
+	bin := prereq.Program(t, "qemu-system-x86_64", "apt-get install qemu-system-x86")
 	sock = filepath.Join(t.TempDir(), "qmp.sock")
 	var stderr bytes.Buffer
 	cmd := exec.Command(bin, "-M", "none", "-accel", "tcg", "-nodefaults", "-display", "none",

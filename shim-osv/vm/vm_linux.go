@@ -26,6 +26,7 @@ import (
 	"github.com/feather-edge/feather/shim-osv/netns"
 	"github.com/feather-edge/feather/shim-osv/qemu"
 	"github.com/feather-edge/feather/shim-osv/qmp"
+	"github.com/feather-edge/feather/shim-osv/rofs"
 	"github.com/feather-edge/feather/vmimage"
 )
 
@@ -122,6 +123,15 @@ type VM struct {
 	exitCode int
 	exitedAt time.Time
 	exited   chan struct{}
+
+	copies      []shareCopy // shares the shim copies (see shares.go)
+	stopRefresh context.CancelFunc
+}
+
+// shareCopy is a share given to the guest as a copy: Source copied to Dir
+// at Version.
+type shareCopy struct {
+	Source, Dir, Version string
 }
 
 // Create prepares a VM without starting it: finds the image's disk and
@@ -157,6 +167,17 @@ func Create(ctx context.Context, cfg Config) (_ *VM, retErr error) {
 	}
 	// Verbose: OSv reports the program's end only so. PowerOffOnAbort: a
 	// crashed program powers the VM off rather than halting it.
+	for i, s := range v.plan.Shares {
+		if !isAtomicDir(s.Source) {
+			continue
+		}
+		c := shareCopy{Source: s.Source, Dir: filepath.Join(v.dir, "share"+strconv.Itoa(i))}
+		if c.Version, err = copyShare(s.Source, c.Dir); err != nil {
+			return nil, fmt.Errorf("copy the volume at %s for the guest: %w", s.Target, err)
+		}
+		v.copies = append(v.copies, c)
+		v.plan.Shares[i].Source = c.Dir
+	}
 	cl := osv.Cmdline{Args: plan.Args, Env: plan.Env, Cwd: plan.Cwd, Verbose: true, PowerOffOnAbort: true}
 	for i, s := range plan.Shares {
 		cl.Mounts = append(cl.Mounts, osv.Mount{Device: i, Target: s.Target})
@@ -171,6 +192,9 @@ func Create(ctx context.Context, cfg Config) (_ *VM, retErr error) {
 	disk := filepath.Join(v.dir, "disk.qcow2")
 	if err := qemu.CreateOverlay(ctx, layout.Disk, layout.DiskFormat, disk); err != nil {
 		return nil, fmt.Errorf("instance disk: %w", err)
+	}
+	if err := v.ensureMountPoints(ctx, disk); err != nil {
+		return nil, err
 	}
 	if layout.Kernel != "" {
 		if err := osv.CheckLength(v.cmdline, osv.MaxDirect); err != nil {
@@ -242,6 +266,36 @@ func (v *VM) Start(ctx context.Context) error {
 	v.status = Running
 	go v.wait(ctx, v.qemu, pump)
 	go v.watchEnd(ctx, v.cons, v.qemu)
+	rctx, cancel := context.WithCancel(log.WithLogger(context.Background(), log.G(ctx)))
+	v.stopRefresh = cancel
+	for _, c := range v.copies {
+		go refresh(rctx, c.Source, c.Dir, c.Version)
+	}
+	return nil
+}
+
+// ensureMountPoints makes the shares' mount points exist in the ROFS root
+// of the instance disk: OSv cannot create one on its read-only root. On a
+// disk that is not ROFS (a ZFS root, say) the image must have them.
+func (v *VM) ensureMountPoints(ctx context.Context, disk string) error {
+	var targets []string
+	for _, s := range v.plan.Shares {
+		targets = append(targets, s.Target)
+	}
+	if len(targets) == 0 {
+		return nil
+	}
+	added, err := rofs.EnsureDirs(ctx, disk, targets)
+	switch {
+	case errors.Is(err, rofs.ErrNotROFS) || errdefs.IsNotImplemented(err):
+		log.G(ctx).WithError(err).Debug("mount points: the disk's root is not ROFS, the image must have them")
+		return nil
+	case err != nil:
+		return fmt.Errorf("mount points in the image's root: %w", err)
+	}
+	if len(added) > 0 {
+		log.G(ctx).WithField("added", added).Debug("mount points added to the instance disk")
+	}
 	return nil
 }
 
@@ -479,7 +533,7 @@ func (v *VM) wait(ctx context.Context, cmd *exec.Cmd, pump chan struct{}) {
 	werr := cmd.Wait()
 	v.mu.Lock()
 	code, msg := v.exitStatus(werr)
-	q, stderr := v.qmp, v.cfg.Stderr
+	q, stderr, stopRefresh := v.qmp, v.cfg.Stderr, v.stopRefresh
 	v.mu.Unlock()
 	if msg != "" {
 		log.G(ctx).WithField("status", code).Warn(msg)
@@ -494,6 +548,9 @@ func (v *VM) wait(ctx context.Context, cmd *exec.Cmd, pump chan struct{}) {
 		}
 	}
 	v.stopHelpers()
+	if stopRefresh != nil {
+		stopRefresh()
+	}
 	if q != nil {
 		q.Close()
 	}
@@ -514,6 +571,8 @@ func (v *VM) exitStatus(werr error) (int, string) {
 		switch e.Reason {
 		case "NotFound":
 			return e.Code, fmt.Sprintf("the program could not be loaded (%s): is its path in the image right?\nlast console lines:\n%s", e.Line, tail)
+		case "NoRoot":
+			return e.Code, fmt.Sprintf("OSv mounted no root file system from the image's disk, so it could not load the program (%s): is the disk an OSv image whose file system this kernel reads (ROFS, ZFS)?\nlast console lines:\n%s", e.Line, tail)
 		case "Crashed":
 			return e.Code, fmt.Sprintf("the program crashed (%s)\nlast console lines:\n%s", e.Line, tail)
 		}
@@ -777,8 +836,12 @@ func (v *VM) Delete(ctx context.Context) error {
 func (v *VM) teardown(ctx context.Context) error {
 	v.mu.Lock()
 	v.closeOutputs()
+	stopRefresh := v.stopRefresh
 	v.mu.Unlock()
 	v.stopHelpers()
+	if stopRefresh != nil {
+		stopRefresh()
+	}
 	var errs []error
 	if v.tap != "" {
 		errs = append(errs, netns.Unwire(v.plan.NetNS, v.net.Interface, v.tap))

@@ -5,7 +5,6 @@ import (
 	"context"
 	"errors"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -16,8 +15,8 @@ import (
 	"github.com/containerd/errdefs"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 
+	"github.com/feather-edge/feather/internal/prereq"
 	"github.com/feather-edge/feather/shim-osv/qemu"
-	"github.com/feather-edge/feather/test/harness"
 	"github.com/feather-edge/feather/vmimage"
 )
 
@@ -51,8 +50,7 @@ func (o *output) state() (string, bool) {
 // binary playing guest (see fakeQEMUEnv).
 func newTestVM(t *testing.T, guest string) (*VM, *output) {
 	t.Helper()
-	_, err := exec.LookPath("qemu-img")
-	harness.Prerequisite(t, err == nil, "qemu-img not found (Debian package qemu-utils): run `make deps`")
+	prereq.Program(t, "qemu-img", "install Debian package qemu-utils")
 	self, err := os.Executable()
 	if err != nil {
 		t.Fatal(err)

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"slices"
 	"strconv"
@@ -18,6 +19,7 @@ import (
 	"github.com/containerd/containerd/v2/pkg/cio"
 	"github.com/containerd/containerd/v2/pkg/namespaces"
 	"github.com/containerd/containerd/v2/pkg/oci"
+	specs "github.com/opencontainers/runtime-spec/specs-go"
 
 	"github.com/feather-edge/feather/test/harness"
 	"github.com/feather-edge/feather/test/leak"
@@ -27,16 +29,22 @@ import (
 type benchWorkload struct {
 	name, runtime, ref string
 	hello, sleep       []string // print one line and exit; sleep long
+	marker             string   // hello's line
 	shim, vmm          string   // executables: the shim, and the VMM (or "")
+	// withIO gives each idle copy a NIC (a network namespace of its own)
+	// and one virtio-fs share, as a pod has.
+	withIO bool
 }
 
 const busyboxRef = "docker.io/feather/busybox:bench"
 
 var benchWorkloads = []benchWorkload{
 	{"runc container", "io.containerd.runc.v2", busyboxRef,
-		[]string{"echo", "hello from feather guest"}, []string{"sleep", "600"}, "containerd-shim-runc-v2", ""},
-	{"OSv direct boot", osvRuntime, directRef, []string{"/hello"}, []string{"/sleep", "600"}, "containerd-shim-osv-v1", "qemu-system-x86_64"},
-	{"OSv disk boot", osvRuntime, diskRef, []string{"/hello"}, []string{"/sleep", "600"}, "containerd-shim-osv-v1", "qemu-system-x86_64"},
+		[]string{"echo", "hello from feather guest"}, []string{"sleep", "600"}, "hello from feather guest", "containerd-shim-runc-v2", "", false},
+	{"test guest, direct boot", osvRuntime, directRef, []string{"/hello"}, []string{"/sleep", "600"}, "hello from feather guest", "containerd-shim-osv-v1", "qemu-system-x86_64", false},
+	{"test guest, disk boot", osvRuntime, diskRef, []string{"/hello"}, []string{"/sleep", "600"}, "hello from feather guest", "containerd-shim-osv-v1", "qemu-system-x86_64", false},
+	{"real OSv, direct boot", osvRuntime, harness.RealOSvDirectRef, []string{"/exitcall", "0"}, []string{"/minimal"}, "exitcall: calling exit(0)", "containerd-shim-osv-v1", "qemu-system-x86_64", true},
+	{"real OSv, disk boot", osvRuntime, harness.RealOSvDiskRef, []string{"/exitcall", "0"}, []string{"/minimal"}, "exitcall: calling exit(0)", "containerd-shim-osv-v1", "qemu-system-x86_64", true},
 }
 
 // BenchmarkStartAndFootprint prints, for a runc container and the test
@@ -55,6 +63,15 @@ func BenchmarkStartAndFootprint(b *testing.B) {
 	}
 	if _, err := ctrd.Ctr(ctx, "-n", ns, "image", "import", img); err != nil {
 		b.Fatal(err)
+	}
+	disk, direct, err := harness.WriteRealOSvImages(ctx, harness.RealOSv(b), b.TempDir())
+	if err != nil {
+		b.Fatal(err)
+	}
+	for _, tarball := range []string{disk, direct} {
+		if _, err := ctrd.Ctr(ctx, "-n", ns, "image", "import", tarball); err != nil {
+			b.Fatal(err)
+		}
 	}
 	const runs, idle = 5, 3
 	type row struct {
@@ -76,15 +93,15 @@ func BenchmarkStartAndFootprint(b *testing.B) {
 	}
 
 	tw := tabwriter.NewWriter(os.Stdout, 0, 0, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintf(os.Stdout, "\nStart (median of %d, create → line, TCG unless /run/feather/accel says kvm) and idle footprint (mean of %d running at once):\n", runs, idle)
-	fmt.Fprintln(tw, "workload\tcreate→first line\tcreate→program output\tshim RSS\tshim PSS\tshim anon\tVMM RSS\t")
+	fmt.Fprintf(os.Stdout, "\nStart (median of %d, create → line, TCG unless /run/feather/accel says kvm) and idle footprint (mean of %d running at once; real OSv idle: /minimal with a NIC and one virtio-fs share):\n", runs, idle)
+	fmt.Fprintln(tw, "workload\tcreate→first line\tcreate→program output\tshim RSS\tshim PSS\tshim anon\tVMM RSS\tVMM PSS\t")
 	for i, w := range benchWorkloads {
-		vmm := "-"
+		vmm, vmmPSS := "-", "-"
 		if w.vmm != "" {
-			vmm = mib(rows[i].vmm, mem.rss)
+			vmm, vmmPSS = mib(rows[i].vmm, mem.rss), mib(rows[i].vmm, mem.pss)
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t\n", w.name, median(rows[i].first), median(rows[i].app),
-			mib(rows[i].shim, mem.rss), mib(rows[i].shim, mem.pss), mib(rows[i].shim, mem.anon), vmm)
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t\n", w.name, median(rows[i].first), median(rows[i].app),
+			mib(rows[i].shim, mem.rss), mib(rows[i].shim, mem.pss), mib(rows[i].shim, mem.anon), vmm, vmmPSS)
 	}
 	tw.Flush()
 	fmt.Println("RSS counts every mapped page of the binary; PSS shares those among the processes mapping them; anon is the process's own memory.")
@@ -106,7 +123,7 @@ func timeHello(ctx context.Context, b *testing.B, cl *client.Client, w benchWork
 				lines <- time.Now()
 				seen = true
 			}
-			if strings.Contains(s.Text(), "hello from feather guest") {
+			if strings.Contains(s.Text(), w.marker) {
 				appSeen <- time.Now()
 			}
 		}
@@ -170,7 +187,12 @@ func idleRSS(ctx context.Context, b *testing.B, cl *client.Client, w benchWorklo
 	var ids []string
 	for i := range n {
 		id := fmt.Sprintf("%s-%d", prefix, i)
-		c := newBenchContainer(ctx, b, cl, w, id, w.sleep)
+		var opts []oci.SpecOpts
+		if w.withIO {
+			opts = append(opts, oci.WithLinuxNamespace(specs.LinuxNamespace{Type: specs.NetworkNamespace, Path: benchNetNS(b, id)}),
+				oci.WithMounts([]specs.Mount{{Type: "bind", Source: b.TempDir(), Destination: "/data", Options: []string{"rbind", "ro"}}}))
+		}
+		c := newBenchContainer(ctx, b, cl, w, id, w.sleep, opts...)
 		containers = append(containers, c)
 		task, err := c.NewTask(ctx, cio.NullIO)
 		if err != nil {
@@ -194,7 +216,7 @@ func idleRSS(ctx context.Context, b *testing.B, cl *client.Client, w benchWorklo
 	return shim, vmm
 }
 
-func newBenchContainer(ctx context.Context, b *testing.B, cl *client.Client, w benchWorkload, id string, args []string) client.Container {
+func newBenchContainer(ctx context.Context, b *testing.B, cl *client.Client, w benchWorkload, id string, args []string, opts ...oci.SpecOpts) client.Container {
 	b.Helper()
 	image, err := cl.GetImage(ctx, w.ref)
 	if err != nil {
@@ -205,7 +227,7 @@ func newBenchContainer(ctx context.Context, b *testing.B, cl *client.Client, w b
 		client.WithImageConfigLabels(image),
 		client.WithNewSnapshot(id, image),
 		client.WithRuntime(w.runtime, nil),
-		client.WithNewSpec(oci.WithImageConfig(image), oci.WithProcessArgs(args...)))
+		client.WithNewSpec(append([]oci.SpecOpts{oci.WithImageConfig(image), oci.WithProcessArgs(args...)}, opts...)...))
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -276,3 +298,25 @@ func mib(ms []mem, field func(mem) int64) string {
 func (m mem) rss() int64  { return m.RSS }
 func (m mem) pss() int64  { return m.PSS }
 func (m mem) anon() int64 { return m.Anon }
+
+// benchNetNS makes a network namespace for a VM, as CNI would for a pod:
+// eth0 with an address and a default route (its veth peer stays inside),
+// removed when the benchmark ends.
+func benchNetNS(b *testing.B, id string) string {
+	b.Helper()
+	name := fmt.Sprintf("feather-bench-%d-%s", os.Getpid(), id)
+	ip := func(args ...string) {
+		b.Helper()
+		if out, err := exec.Command("ip", args...).CombinedOutput(); err != nil {
+			b.Fatalf("ip %s: %v: %s", strings.Join(args, " "), err, out)
+		}
+	}
+	ip("netns", "add", name)
+	b.Cleanup(func() { exec.Command("ip", "netns", "del", name).Run() })
+	ip("-n", name, "link", "add", "eth0", "type", "veth", "peer", "name", "peer0")
+	ip("-n", name, "addr", "add", "10.99.78.2/24", "dev", "eth0")
+	ip("-n", name, "link", "set", "eth0", "up")
+	ip("-n", name, "link", "set", "peer0", "up")
+	ip("-n", name, "route", "add", "default", "via", "10.99.78.1")
+	return filepath.Join("/var/run/netns", name)
+}

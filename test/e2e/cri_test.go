@@ -343,7 +343,7 @@ func TestCRI(t *testing.T) {
 				t.Errorf("%s: %+v", st.Name, st.State)
 			}
 		}
-		for c, want := range map[string]string{"vm": "program /hello returned 0\n", "sidecar": "hello from the sidecar\n"} {
+		for c, want := range map[string]string{"vm": "hello from feather guest\n", "sidecar": "hello from the sidecar\n"} {
 			out, err := n.logs(ctx, "mixed", &corev1.PodLogOptions{Container: c})
 			if err != nil || !strings.Contains(out, want) {
 				t.Errorf("kubectl logs mixed -c %s: %q, %v; want %q in it", c, out, err, want)
@@ -388,6 +388,50 @@ func TestCRI(t *testing.T) {
 		if err := n.kube.CoreV1().Pods("default").Delete(ctx, "broken", metav1.DeleteOptions{}); err != nil {
 			t.Fatal(err)
 		}
+	})
+
+	t.Run("real osv", func(t *testing.T) {
+		// The real OSv v0.57.0, both boot modes, under a stock kubelet.
+		dir := harness.RealOSv(t)
+		disk, direct, err := harness.WriteRealOSvImages(ctx, dir, t.TempDir())
+		if err != nil {
+			t.Fatal(err)
+		}
+		host := strings.SplitN(n.busybox, "/", 2)[0]
+		refs := map[string]string{"disk": host + "/feather/osv-disk:" + harness.RealOSvVersion, "direct": host + "/feather/osv-direct:" + harness.RealOSvVersion}
+		for _, img := range []struct{ tarball, local, remote string }{
+			{disk, harness.RealOSvDiskRef, refs["disk"]}, {direct, harness.RealOSvDirectRef, refs["direct"]}} {
+			if err := n.ctrd.Push(ctx, img.tarball, img.local, img.remote); err != nil {
+				t.Fatal(err)
+			}
+		}
+		n.create(ctx, t,
+			criPod("osv-httpd", "osv", corev1.RestartPolicyAlways, corev1.Container{Name: "httpd", Image: refs["disk"], Args: []string{"/httpd", "8080"}}),
+			criPod("osv-exit", "osv", corev1.RestartPolicyNever, corev1.Container{Name: "exit", Image: refs["direct"], Args: []string{"/exitcall", "5"}}))
+		p := n.waitPod(t, "osv-httpd", 3*time.Minute, func(p *corev1.Pod) bool { return p.Status.Phase == corev1.PodRunning && p.Status.PodIP != "" })
+		var last string
+		waitFor(t, "HTTP from the real OSv on the pod IP", 2*time.Minute, func(ctx context.Context) (bool, error) {
+			body, err := criGet(ctx, "http://"+p.Status.PodIP+":8080/")
+			last = fmt.Sprintf("%q, %v", body, err)
+			return err == nil && strings.Contains(body, "hello from osv"), nil
+		}, &last)
+		out, err := n.logs(ctx, "osv-httpd", &corev1.PodLogOptions{})
+		if err != nil || !strings.Contains(out, "httpd: listening on :8080") || strings.Contains(out, "Cmdline") || strings.Contains(out, "OSv v0.57.0") {
+			t.Errorf("kubectl logs osv-httpd (the program's lines only): %q, %v", out, err)
+		}
+		ex := n.waitPod(t, "osv-exit", 3*time.Minute, phase(corev1.PodFailed))
+		if st := ex.Status.ContainerStatuses[0].State.Terminated; st == nil || st.ExitCode != 5 {
+			t.Errorf("exit(5) under CRI: %+v", ex.Status.ContainerStatuses[0].State)
+		}
+		for _, name := range []string{"osv-httpd", "osv-exit"} {
+			if err := n.kube.CoreV1().Pods("default").Delete(ctx, name, metav1.DeleteOptions{}); err != nil {
+				t.Fatal(err)
+			}
+		}
+		waitFor(t, "the real OSv pods gone", 2*time.Minute, func(ctx context.Context) (bool, error) {
+			l, err := n.kube.CoreV1().Pods("default").List(ctx, metav1.ListOptions{})
+			return err == nil && !slices.ContainsFunc(l.Items, func(p corev1.Pod) bool { return strings.HasPrefix(p.Name, "osv-") }), nil
+		})
 	})
 }
 

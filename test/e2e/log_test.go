@@ -31,7 +31,7 @@ func TestOSvLogURI(t *testing.T) {
 			if out, code := ctrRun(ctx, t, ctrd, "--log-uri", tc.uri, directRef, id, "/args", "to-"+tc.name); code != 0 {
 				t.Fatalf("exit %d: %s", code, out)
 			}
-			want := []string{"arg[1]=to-" + tc.name + "\n", "program /args returned 0\n"}
+			want := []string{"arg[0]=/args\n", "arg[1]=to-" + tc.name + "\n"}
 			var got string
 			deadline := time.Now().Add(10 * time.Second)
 			for { // the logger may still be draining its pipe when ctr returns

@@ -129,6 +129,9 @@ func (a *Agent) Kill() {
 	<-a.proc.Exited()
 }
 
+// LogFile is the path of the agent's log.
+func (a *Agent) LogFile() string { return a.proc.Log }
+
 // Log returns the last n lines of the agent's log.
 func (a *Agent) Log(n int) string { return a.proc.Tail(n) }
 

@@ -6,23 +6,15 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+
+	"github.com/feather-edge/feather/internal/prereq"
 )
 
-// requiredEnv names the variable that turns a missing prerequisite from a
-// skip into a failure; `make test` sets it, so CI never silently skips.
-const requiredEnv = "FEATHER_E2E"
-
 // Prerequisite skips t (or fails it, when FEATHER_E2E=required) with why when
-// ok is false.
+// ok is false: prereq.Check, the one rule for every test of the project.
 func Prerequisite(t T, ok bool, why string) {
 	t.Helper()
-	if ok {
-		return
-	}
-	if os.Getenv(requiredEnv) == "required" {
-		t.Fatalf("prerequisite missing (%s=required): %s", requiredEnv, why)
-	}
-	t.Skip(why)
+	prereq.Check(t, ok, why)
 }
 
 // RequiresRoot is a Prerequisite that the test runs as root.
