@@ -177,6 +177,10 @@ func (s *Service) create(ctx context.Context, r *taskAPI.CreateTaskRequest, spec
 	}
 	b := s.vms
 	if !isVM {
+		if s.runc == nil {
+			return nil, nil, false, fmt.Errorf("container %s is no VM and this shim has no runc shim to hand it to (it knows no containerd address): %w",
+				r.ID, errdefs.ErrFailedPrecondition)
+		}
 		b = s.runc
 	}
 	t, resp, err := b.Create(ctx, r, spec)

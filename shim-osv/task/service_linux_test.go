@@ -143,6 +143,9 @@ func TestServiceLifecycle(t *testing.T) {
 		{"create fails", &fakeBackend{createErr: fmt.Errorf("bad image: %w", errdefs.ErrInvalidArgument)}, []step{
 			{op: "create", code: codes.InvalidArgument}, {op: "state", code: notFound},
 		}, nil},
+		{"a sandbox without a runc shim", &fakeBackend{}, []step{
+			{op: "create-sandbox", code: precondFail}, {op: "state", code: notFound},
+		}, nil},
 		{"paused and resumed", &fakeBackend{}, []step{
 			{op: "create"}, {op: "pause", code: precondFail}, {op: "start"}, {op: "pause"},
 			{op: "state", want: apitask.Status_PAUSED}, {op: "pause", code: precondFail}, {op: "resume"},
@@ -199,6 +202,12 @@ func (st step) run(s *Service, b *fakeBackend, bundle string) error {
 	switch st.op {
 	case "create":
 		_, err = s.Create(ctx, &taskAPI.CreateTaskRequest{ID: st.id, Bundle: bundle})
+	case "create-sandbox":
+		sb := filepath.Join(bundle, "sandbox")
+		os.Mkdir(sb, 0o755)
+		os.WriteFile(filepath.Join(sb, "config.json"), []byte(`{"ociVersion":"1.2.0","process":{"args":["/pause"]},"annotations":{"`+
+			cri.ContainerType+`":"`+cri.ContainerTypeSandbox+`"}}`), 0o644)
+		_, err = s.Create(ctx, &taskAPI.CreateTaskRequest{ID: st.id, Bundle: sb})
 	case "start":
 		var r *taskAPI.StartResponse
 		if r, err = s.Start(ctx, &taskAPI.StartRequest{ID: st.id}); err == nil {
