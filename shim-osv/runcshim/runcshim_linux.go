@@ -20,6 +20,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -153,15 +154,19 @@ func (s *Shims) Start(ctx context.Context, id, bundle string) (_ *Shim, retErr e
 		return nil, err
 	}
 
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if sh, ok := s.shims[res.Address]; ok {
-		sh.refs++
+	if sh := s.ref(res.Address); sh != nil {
 		return sh, nil
 	}
-	client, err := dial(res.Address)
+	client, err := dial(res.Address) // not under mu: it may take seconds
 	if err != nil {
 		return nil, err
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if sh, ok := s.shims[res.Address]; ok { // another container's Start dialled meanwhile
+		sh.refs++
+		client.Close()
+		return sh, nil
 	}
 	sh := &Shim{Address: res.Address, Task: taskAPI.NewTTRPCTaskClient(client), client: client, log: logr, refs: 1}
 	if logr != nil {
@@ -171,6 +176,150 @@ func (s *Shims) Start(ctx context.Context, id, bundle string) (_ *Shim, retErr e
 	s.shims[res.Address] = sh
 	log.G(ctx).WithField("address", res.Address).Info("runc shim started")
 	return sh, nil
+}
+
+// Task is a container a runc shim runs. Its methods forward the container's
+// task API calls to that runc shim as they are, so their contracts are the
+// runc shim's; the runc shim publishes the container's events to containerd
+// itself. Safe for concurrent use.
+type Task struct {
+	sh    *Shim
+	shims *Shims
+}
+
+// Create has a runc shim create container r.ID (see Start): it forwards r,
+// without this runtime's options, which the runc shim would not read. On
+// error the runc shim started for it is asked to shut down and nothing is
+// left in the bundle.
+func (s *Shims) Create(ctx context.Context, r *taskAPI.CreateTaskRequest) (*Task, *taskAPI.CreateTaskResponse, error) {
+	sh, err := s.Start(ctx, r.ID, r.Bundle)
+	if err != nil {
+		return nil, nil, err
+	}
+	req := proto.Clone(r).(*taskAPI.CreateTaskRequest)
+	if !strings.HasSuffix(req.Options.GetTypeUrl(), "runc.v1.Options") {
+		req.Options = nil
+	}
+	resp, err := sh.Task.Create(ctx, req)
+	if err != nil {
+		// A runc shim started for this container alone exits again.
+		_, _ = sh.Task.Shutdown(context.WithoutCancel(ctx), &taskAPI.ShutdownRequest{ID: r.ID})
+		s.Release(sh)
+		_ = os.Remove(filepath.Join(r.Bundle, Marker))
+		return nil, nil, err
+	}
+	log.G(ctx).WithField("runc-shim", sh.Address).Info("not a VM: container created by the runc shim")
+	return &Task{sh: sh, shims: s}, resp, nil
+}
+
+// Address is the runc shim's socket.
+func (t *Task) Address() string { return t.sh.Address }
+
+// Start forwards to the runc shim.
+func (t *Task) Start(ctx context.Context, r *taskAPI.StartRequest) (*taskAPI.StartResponse, error) {
+	return t.sh.Task.Start(ctx, r)
+}
+
+// Delete forwards to the runc shim; after the container's own delete (not
+// an exec's) it asks the runc shim to shut down — it exits once it runs no
+// other container — and drops this shim's connection to it.
+func (t *Task) Delete(ctx context.Context, r *taskAPI.DeleteRequest) (*taskAPI.DeleteResponse, error) {
+	resp, err := t.sh.Task.Delete(ctx, r)
+	if err != nil || r.ExecID != "" {
+		return resp, err
+	}
+	if _, err := t.sh.Task.Shutdown(ctx, &taskAPI.ShutdownRequest{ID: r.ID}); err != nil && !errors.Is(err, ttrpc.ErrClosed) {
+		log.G(ctx).WithError(err).Debug("runc shim shutdown")
+	}
+	t.shims.Release(t.sh)
+	return resp, nil
+}
+
+// State forwards to the runc shim.
+func (t *Task) State(ctx context.Context, r *taskAPI.StateRequest) (*taskAPI.StateResponse, error) {
+	return t.sh.Task.State(ctx, r)
+}
+
+// Wait forwards to the runc shim.
+func (t *Task) Wait(ctx context.Context, r *taskAPI.WaitRequest) (*taskAPI.WaitResponse, error) {
+	return t.sh.Task.Wait(ctx, r)
+}
+
+// Kill forwards to the runc shim.
+func (t *Task) Kill(ctx context.Context, r *taskAPI.KillRequest) error {
+	_, err := t.sh.Task.Kill(ctx, r)
+	return err
+}
+
+// Pids forwards to the runc shim.
+func (t *Task) Pids(ctx context.Context, r *taskAPI.PidsRequest) (*taskAPI.PidsResponse, error) {
+	return t.sh.Task.Pids(ctx, r)
+}
+
+// Pause forwards to the runc shim.
+func (t *Task) Pause(ctx context.Context, r *taskAPI.PauseRequest) error {
+	_, err := t.sh.Task.Pause(ctx, r)
+	return err
+}
+
+// Resume forwards to the runc shim.
+func (t *Task) Resume(ctx context.Context, r *taskAPI.ResumeRequest) error {
+	_, err := t.sh.Task.Resume(ctx, r)
+	return err
+}
+
+// Stats forwards to the runc shim.
+func (t *Task) Stats(ctx context.Context, r *taskAPI.StatsRequest) (*taskAPI.StatsResponse, error) {
+	return t.sh.Task.Stats(ctx, r)
+}
+
+// Exec forwards to the runc shim.
+func (t *Task) Exec(ctx context.Context, r *taskAPI.ExecProcessRequest) error {
+	_, err := t.sh.Task.Exec(ctx, r)
+	return err
+}
+
+// ResizePty forwards to the runc shim.
+func (t *Task) ResizePty(ctx context.Context, r *taskAPI.ResizePtyRequest) error {
+	_, err := t.sh.Task.ResizePty(ctx, r)
+	return err
+}
+
+// CloseIO forwards to the runc shim.
+func (t *Task) CloseIO(ctx context.Context, r *taskAPI.CloseIORequest) error {
+	_, err := t.sh.Task.CloseIO(ctx, r)
+	return err
+}
+
+// Update forwards to the runc shim.
+func (t *Task) Update(ctx context.Context, r *taskAPI.UpdateTaskRequest) error {
+	_, err := t.sh.Task.Update(ctx, r)
+	return err
+}
+
+// Checkpoint forwards to the runc shim.
+func (t *Task) Checkpoint(ctx context.Context, r *taskAPI.CheckpointTaskRequest) error {
+	_, err := t.sh.Task.Checkpoint(ctx, r)
+	return err
+}
+
+// Connect forwards to the runc shim: its answer names the runc shim's pid
+// and the container's.
+func (t *Task) Connect(ctx context.Context, r *taskAPI.ConnectRequest) (*taskAPI.ConnectResponse, error) {
+	return t.sh.Task.Connect(ctx, r)
+}
+
+// ref returns the connection to the runc shim at address with one more
+// reference, nil if there is none.
+func (s *Shims) ref(address string) *Shim {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	sh, ok := s.shims[address]
+	if !ok {
+		return nil
+	}
+	sh.refs++
+	return sh
 }
 
 // Release drops a reference taken by Start. The last one closes the

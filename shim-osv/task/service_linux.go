@@ -1,7 +1,10 @@
 // Package task is the shim's containerd task service (task API v3 over
-// ttrpc): it maps each task request onto the container's VM, or forwards it
-// to the runc shim that runs the container when it is not a VM (a
-// Kubernetes pod's sandbox, an image that is no Feather VM image).
+// ttrpc). Each container is a Task — a VM, or a container a runc shim runs
+// when it is not a VM (a Kubernetes pod's sandbox, an image that is no
+// Feather VM image) — made by the Backend of its kind; the service decides
+// the kind at Create, then looks the task up once per request and calls it.
+// It publishes the events of the tasks whose runtime does not (VMs) through
+// one ordered queue.
 package task
 
 import (
@@ -11,15 +14,11 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"strings"
 	"sync"
-	"syscall"
 
 	eventstypes "github.com/containerd/containerd/api/events"
 	taskAPI "github.com/containerd/containerd/api/runtime/task/v3"
-	apitask "github.com/containerd/containerd/api/types/task"
 	"github.com/containerd/containerd/v2/core/mount"
-	"github.com/containerd/containerd/v2/core/runtime"
 	"github.com/containerd/containerd/v2/pkg/shim"
 	"github.com/containerd/containerd/v2/pkg/shutdown"
 	"github.com/containerd/errdefs"
@@ -27,13 +26,10 @@ import (
 	"github.com/containerd/log"
 	"github.com/containerd/ttrpc"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
-	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/emptypb"
-	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/feather-edge/feather/shim-osv/cri"
 	"github.com/feather-edge/feather/shim-osv/runcshim"
-	"github.com/feather-edge/feather/shim-osv/vm"
 	"github.com/feather-edge/feather/vmimage"
 )
 
@@ -47,22 +43,30 @@ var _ taskAPI.TTRPCTaskService = (*Service)(nil)
 // ctr, or every container of a Kubernetes pod (containerd sends a pod's
 // containers to the shim of its sandbox).
 type Service struct {
-	publisher shim.Publisher
-	shutdown  shutdown.Service
-	kinds     KindSource
-	runc      *runcshim.Shims
+	shutdown shutdown.Service
+	events   *eventQueue
+	kinds    KindSource
+	vms      Backend
+	runc     Backend // nil: every container is taken for a VM
 
 	mu    sync.Mutex
-	tasks map[string]*entry
+	tasks map[string]*entry // a nil entry is being created
 }
 
-// entry is one container: a VM, or a container a runc shim runs.
+// entry is one container's task and what the service keeps about it. The
+// fields above mu never change.
 type entry struct {
-	id, bundle string
-	vm         *vm.VM
-	runc       *runcshim.Shim
-	stdout     string
-	fields     log.Fields // the pod and container, from CRI's annotations
+	id     string
+	task   Task
+	fields log.Fields // the pod and container, from CRI's annotations
+	events bool       // the service publishes the task's events
+
+	mu sync.Mutex
+	// exitSent is made by the first Start of the init process and closed
+	// once its TaskExit is queued — or, if that Start failed, at once (and
+	// reset, as no exit will come). nil before any Start.
+	exitSent chan struct{}
+	deleting bool // a Delete of the init process is under way
 }
 
 // KindSource tells what a container's image asks to run on, unvalidated.
@@ -73,9 +77,20 @@ type KindSource interface {
 // New returns the task service. kinds and runc may be nil: then every
 // container is taken for a VM.
 func New(ctx context.Context, publisher shim.Publisher, sd shutdown.Service, kinds KindSource, runc *runcshim.Shims) (*Service, error) {
-	s := &Service{publisher: publisher, shutdown: sd, kinds: kinds, runc: runc, tasks: map[string]*entry{}}
-	sd.RegisterCallback(func(context.Context) error { return publisher.Close() })
-	return s, nil
+	var rb Backend
+	if runc != nil {
+		rb = runcBackend{runc}
+	}
+	return newService(ctx, publisher, sd, kinds, vmBackend{}, rb), nil
+}
+
+// newService returns a service creating VMs with vms and other containers
+// with runc (nil: none).
+func newService(ctx context.Context, publisher shim.Publisher, sd shutdown.Service, kinds KindSource, vms, runc Backend) *Service {
+	s := &Service{shutdown: sd, events: newEventQueue(ctx, publisher), kinds: kinds, vms: vms, runc: runc,
+		tasks: map[string]*entry{}}
+	sd.RegisterCallback(s.events.close)
+	return s
 }
 
 // RegisterTTRPC registers the service with the shim's ttrpc server.
@@ -84,25 +99,38 @@ func (s *Service) RegisterTTRPC(server *ttrpc.Server) error {
 	return nil
 }
 
-func (s *Service) get(id string) (*entry, error) {
+// get returns task id, and ctx with a logger naming the container and its
+// pod.
+func (s *Service) get(ctx context.Context, id string) (*entry, context.Context, error) {
 	s.mu.Lock()
-	defer s.mu.Unlock()
-	e, ok := s.tasks[id]
-	if !ok {
-		return nil, errgrpc.ToGRPC(fmt.Errorf("task %s: %w", id, errdefs.ErrNotFound))
+	e := s.tasks[id]
+	s.mu.Unlock()
+	if e == nil {
+		return nil, ctx, errgrpc.ToGRPC(fmt.Errorf("task %s: %w", id, errdefs.ErrNotFound))
 	}
-	return e, nil
+	return e, log.WithLogger(ctx, log.G(ctx).WithFields(e.fields)), nil
 }
 
-// logger returns ctx with a logger naming the container and its pod.
-func (e *entry) logger(ctx context.Context) context.Context {
-	return log.WithLogger(ctx, log.G(ctx).WithFields(e.fields))
+// reply converts a task's error to a gRPC status, the API's edge.
+func reply[T any](resp T, err error) (T, error) {
+	if err != nil {
+		var zero T
+		return zero, errgrpc.ToGRPC(err)
+	}
+	return resp, nil
+}
+
+// empty is reply for the methods that answer nothing.
+func empty(err error) (*emptypb.Empty, error) {
+	if err != nil {
+		return nil, errgrpc.ToGRPC(err)
+	}
+	return &emptypb.Empty{}, nil
 }
 
 // Create decides how the container runs — as a VM, or through a runc shim
-// (see isVM) — and creates it: for a VM, mounts the root filesystem and
-// prepares the VM.
-func (s *Service) Create(ctx context.Context, r *taskAPI.CreateTaskRequest) (_ *taskAPI.CreateTaskResponse, retErr error) {
+// (see isVM) — and has that backend create it.
+func (s *Service) Create(ctx context.Context, r *taskAPI.CreateTaskRequest) (*taskAPI.CreateTaskResponse, error) {
 	spec, err := readSpec(r.Bundle)
 	if err != nil {
 		return nil, errgrpc.ToGRPC(err)
@@ -110,60 +138,53 @@ func (s *Service) Create(ctx context.Context, r *taskAPI.CreateTaskRequest) (_ *
 	fields := cri.Annotations(spec.Annotations).Fields()
 	fields["id"] = r.ID
 	ctx = log.WithLogger(ctx, log.G(ctx).WithFields(fields))
-	isVM, err := s.isVM(ctx, r, cri.Annotations(spec.Annotations))
+	s.mu.Lock()
+	if _, ok := s.tasks[r.ID]; ok {
+		s.mu.Unlock()
+		return nil, errgrpc.ToGRPC(fmt.Errorf("task %s: %w", r.ID, errdefs.ErrAlreadyExists))
+	}
+	s.tasks[r.ID] = nil // taken while the backend creates it
+	s.mu.Unlock()
+	t, resp, events, err := s.create(ctx, r, spec)
 	if err != nil {
+		s.mu.Lock()
+		delete(s.tasks, r.ID)
+		s.mu.Unlock()
 		return nil, errgrpc.ToGRPC(err)
 	}
-	if !isVM {
-		return s.createDelegated(ctx, r, fields)
-	}
-	if r.Checkpoint != "" {
-		return nil, errgrpc.ToGRPC(fmt.Errorf("restore from a checkpoint: a VM cannot be checkpointed by this shim: %w", errdefs.ErrNotImplemented))
-	}
-	if r.Terminal {
-		return nil, errgrpc.ToGRPC(fmt.Errorf("a terminal (-t) is not supported: the VM's console is a serial line copied to stdout: %w", errdefs.ErrNotImplemented))
-	}
-	rootfs := filepath.Join(r.Bundle, "rootfs")
-	if len(r.Rootfs) > 0 {
-		var mounts []mount.Mount
-		for _, m := range r.Rootfs {
-			mounts = append(mounts, mount.Mount{Type: m.Type, Source: m.Source, Target: m.Target, Options: m.Options})
-		}
-		if err := os.MkdirAll(rootfs, 0o711); err != nil {
-			return nil, errgrpc.ToGRPC(err)
-		}
-		if err := mount.All(mounts, rootfs); err != nil {
-			return nil, errgrpc.ToGRPC(fmt.Errorf("mount rootfs: %w", err))
-		}
-		defer func() {
-			if retErr != nil {
-				_ = mount.UnmountAll(rootfs, 0)
-			}
-		}()
-	}
-	stdout, stderr, err := openOutputs(ctx, r.ID, r.Stdout, r.Stderr)
-	if err != nil {
-		return nil, errgrpc.ToGRPC(err)
-	}
-	v, err := vm.Create(ctx, vm.Config{ID: r.ID, Bundle: r.Bundle, Rootfs: rootfs, Spec: spec,
-		Stdout: stdout, Stderr: stderr, Accel: os.Getenv(AccelEnv)})
-	if err != nil {
-		for _, c := range []interface{ Close() error }{stdout, stderr} {
-			if c != nil {
-				c.Close()
-			}
-		}
-		return nil, errgrpc.ToGRPC(fmt.Errorf("create vm: %w", err))
+	if events {
+		// Queued before the task can be found, so before its TaskStart.
+		s.events.send(&eventstypes.TaskCreate{
+			ContainerID: r.ID, Bundle: r.Bundle, Rootfs: r.Rootfs, Checkpoint: r.Checkpoint,
+			IO: &eventstypes.TaskIO{Stdin: r.Stdin, Stdout: r.Stdout, Stderr: r.Stderr, Terminal: r.Terminal},
+		})
 	}
 	s.mu.Lock()
-	s.tasks[r.ID] = &entry{id: r.ID, bundle: r.Bundle, vm: v, stdout: r.Stdout, fields: fields}
+	s.tasks[r.ID] = &entry{id: r.ID, task: t, fields: fields, events: events}
 	s.mu.Unlock()
-	log.G(ctx).Info("vm created")
-	s.publish(ctx, runtime.TaskCreateEventTopic, &eventstypes.TaskCreate{
-		ContainerID: r.ID, Bundle: r.Bundle, Rootfs: r.Rootfs,
-		IO: &eventstypes.TaskIO{Stdin: r.Stdin, Stdout: r.Stdout, Stderr: r.Stderr, Terminal: r.Terminal},
-	})
-	return &taskAPI.CreateTaskResponse{}, nil
+	if resp == nil {
+		resp = &taskAPI.CreateTaskResponse{}
+	}
+	return resp, nil
+}
+
+// create has the backend of the container's kind create it, and tells
+// whether the service publishes its events.
+func (s *Service) create(ctx context.Context, r *taskAPI.CreateTaskRequest, spec *specs.Spec) (Task, *taskAPI.CreateTaskResponse, bool, error) {
+	isVM, err := s.isVM(ctx, r, cri.Annotations(spec.Annotations))
+	if err != nil {
+		return nil, nil, false, err
+	}
+	b := s.vms
+	if !isVM {
+		if s.runc == nil {
+			return nil, nil, false, fmt.Errorf("container %s is no VM and this shim has no runc shim to hand it to (it knows no containerd address): %w",
+				r.ID, errdefs.ErrFailedPrecondition)
+		}
+		b = s.runc
+	}
+	t, resp, err := b.Create(ctx, r, spec)
+	return t, resp, !b.OwnEvents(), err
 }
 
 // isVM tells whether the container runs as a VM: not a pod's sandbox,
@@ -192,15 +213,8 @@ func (s *Service) isVM(ctx context.Context, r *taskAPI.CreateTaskRequest, ann cr
 func hasDisk(r *taskAPI.CreateTaskRequest) (bool, error) {
 	rootfs := filepath.Join(r.Bundle, "rootfs")
 	if len(r.Rootfs) > 0 {
-		var mounts []mount.Mount
-		for _, m := range r.Rootfs {
-			mounts = append(mounts, mount.Mount{Type: m.Type, Source: m.Source, Target: m.Target, Options: m.Options})
-		}
-		if err := os.MkdirAll(rootfs, 0o711); err != nil {
+		if err := mountRootfs(r, rootfs); err != nil {
 			return false, err
-		}
-		if err := mount.All(mounts, rootfs); err != nil {
-			return false, fmt.Errorf("mount rootfs: %w", err)
 		}
 		defer mount.UnmountAll(rootfs, 0)
 	}
@@ -211,29 +225,19 @@ func hasDisk(r *taskAPI.CreateTaskRequest) (bool, error) {
 	return err == nil, err
 }
 
-// createDelegated has a runc shim create the container (see runcshim).
-func (s *Service) createDelegated(ctx context.Context, r *taskAPI.CreateTaskRequest, fields log.Fields) (*taskAPI.CreateTaskResponse, error) {
-	sh, err := s.runc.Start(ctx, r.ID, r.Bundle)
-	if err != nil {
-		return nil, errgrpc.ToGRPC(err)
+// mountRootfs mounts the root filesystem containerd passed in r at rootfs.
+func mountRootfs(r *taskAPI.CreateTaskRequest, rootfs string) error {
+	var mounts []mount.Mount
+	for _, m := range r.Rootfs {
+		mounts = append(mounts, mount.Mount{Type: m.Type, Source: m.Source, Target: m.Target, Options: m.Options})
 	}
-	req := proto.Clone(r).(*taskAPI.CreateTaskRequest)
-	if !strings.HasSuffix(req.Options.GetTypeUrl(), "runc.v1.Options") {
-		req.Options = nil // options of this runtime, which the runc shim would not read
+	if err := os.MkdirAll(rootfs, 0o711); err != nil {
+		return err
 	}
-	resp, err := sh.Task.Create(ctx, req)
-	if err != nil {
-		// A runc shim started for this container alone exits again.
-		_, _ = sh.Task.Shutdown(context.WithoutCancel(ctx), &taskAPI.ShutdownRequest{ID: r.ID})
-		s.runc.Release(sh)
-		_ = os.Remove(filepath.Join(r.Bundle, runcshim.Marker))
-		return nil, err
+	if err := mount.All(mounts, rootfs); err != nil {
+		return fmt.Errorf("mount rootfs: %w", err)
 	}
-	s.mu.Lock()
-	s.tasks[r.ID] = &entry{id: r.ID, bundle: r.Bundle, runc: sh, stdout: r.Stdout, fields: fields}
-	s.mu.Unlock()
-	log.G(ctx).WithField("runc-shim", sh.Address).Info("not a VM: container created by the runc shim")
-	return resp, nil
+	return nil
 }
 
 func readSpec(bundle string) (*specs.Spec, error) {
@@ -248,276 +252,271 @@ func readSpec(bundle string) (*specs.Spec, error) {
 	return &s, nil
 }
 
-// Start boots the VM and reports its exit when it ends.
+// Start starts the task; for a task whose events the service publishes,
+// TaskStart follows, and TaskExit once the process ended.
 func (s *Service) Start(ctx context.Context, r *taskAPI.StartRequest) (*taskAPI.StartResponse, error) {
-	e, err := s.get(r.ID)
+	e, ctx, err := s.get(ctx, r.ID)
 	if err != nil {
 		return nil, err
 	}
-	if e.runc != nil {
-		return e.runc.Task.Start(e.logger(ctx), r)
+	if !e.events || r.ExecID != "" {
+		return reply(e.task.Start(ctx, r))
 	}
-	ctx = e.logger(ctx)
-	if r.ExecID != "" {
-		return nil, errgrpc.ToGRPC(errExec)
-	}
-	if err := e.vm.Start(ctx); err != nil {
-		return nil, errgrpc.ToGRPC(fmt.Errorf("start vm: %w", err))
-	}
-	pid := uint32(e.vm.Pid())
-	s.publish(ctx, runtime.TaskStartEventTopic, &eventstypes.TaskStart{ContainerID: r.ID, Pid: pid})
-	go func() {
-		<-e.vm.Exited()
-		code, at := e.vm.ExitStatus()
-		s.publish(context.WithoutCancel(ctx), runtime.TaskExitEventTopic, &eventstypes.TaskExit{
-			ContainerID: e.id, ID: e.id, Pid: pid, ExitStatus: uint32(code), ExitedAt: timestamppb.New(at)})
-	}()
-	return &taskAPI.StartResponse{Pid: pid}, nil
-}
-
-// Delete removes the VM and unmounts the root filesystem; for a container
-// of a runc shim, it has the runc shim delete it, and shut down once it
-// runs no other.
-func (s *Service) Delete(ctx context.Context, r *taskAPI.DeleteRequest) (*taskAPI.DeleteResponse, error) {
-	e, err := s.get(r.ID)
+	sent, first := e.beginStart()
+	resp, err := e.task.Start(ctx, r)
 	if err != nil {
-		return nil, err
-	}
-	ctx = e.logger(ctx)
-	if e.runc != nil {
-		resp, err := e.runc.Task.Delete(ctx, r)
-		if err != nil || r.ExecID != "" {
-			return resp, err
+		if first {
+			e.startFailed(sent)
 		}
-		s.mu.Lock()
-		delete(s.tasks, r.ID)
-		s.mu.Unlock()
-		if _, err := e.runc.Task.Shutdown(ctx, &taskAPI.ShutdownRequest{ID: r.ID}); err != nil && !errors.Is(err, ttrpc.ErrClosed) {
-			log.G(ctx).WithError(err).Debug("runc shim shutdown")
-		}
-		s.runc.Release(e.runc)
-		return resp, nil
-	}
-	if r.ExecID != "" {
-		return nil, errgrpc.ToGRPC(errExec)
-	}
-	if err := e.vm.Delete(ctx); err != nil {
 		return nil, errgrpc.ToGRPC(err)
 	}
-	if err := mount.UnmountAll(filepath.Join(e.bundle, "rootfs"), 0); err != nil {
-		log.G(ctx).WithError(err).Warn("unmount rootfs")
-	}
-	s.mu.Lock()
-	delete(s.tasks, r.ID)
-	s.mu.Unlock()
-	code, at := e.vm.ExitStatus()
-	pid := uint32(e.vm.Pid())
-	s.publish(ctx, runtime.TaskDeleteEventTopic, &eventstypes.TaskDelete{
-		ContainerID: r.ID, ID: r.ID, Pid: pid, ExitStatus: uint32(code), ExitedAt: timestamppb.New(at)})
-	return &taskAPI.DeleteResponse{Pid: pid, ExitStatus: uint32(code), ExitedAt: timestamppb.New(at)}, nil
-}
-
-// State reports the task's state.
-func (s *Service) State(ctx context.Context, r *taskAPI.StateRequest) (*taskAPI.StateResponse, error) {
-	e, err := s.get(r.ID)
-	if err != nil {
-		return nil, err
-	}
-	if e.runc != nil {
-		return e.runc.Task.State(e.logger(ctx), r)
-	}
-	ctx = e.logger(ctx)
-	if r.ExecID != "" {
-		return nil, errgrpc.ToGRPC(fmt.Errorf("exec %s: %w", r.ExecID, errdefs.ErrNotFound))
-	}
-	status := map[vm.Status]apitask.Status{vm.Created: apitask.Status_CREATED, vm.Running: apitask.Status_RUNNING,
-		vm.Paused: apitask.Status_PAUSED, vm.Stopped: apitask.Status_STOPPED}[e.vm.Status()]
-	resp := &taskAPI.StateResponse{ID: r.ID, Bundle: e.bundle, Pid: uint32(e.vm.Pid()), Status: status, Stdout: e.stdout}
-	if status == apitask.Status_STOPPED {
-		code, at := e.vm.ExitStatus()
-		resp.ExitStatus, resp.ExitedAt = uint32(code), timestamppb.New(at)
+	s.events.send(&eventstypes.TaskStart{ContainerID: r.ID, Pid: resp.Pid})
+	if first {
+		go s.sendExit(context.WithoutCancel(ctx), e, resp.Pid, sent)
 	}
 	return resp, nil
 }
 
-// Wait blocks until the VM has stopped.
-func (s *Service) Wait(ctx context.Context, r *taskAPI.WaitRequest) (*taskAPI.WaitResponse, error) {
-	e, err := s.get(r.ID)
+// beginStart returns the channel the init's TaskExit closes, and whether
+// this Start made it (and so owns it).
+func (e *entry) beginStart() (chan struct{}, bool) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.exitSent != nil {
+		return e.exitSent, false
+	}
+	e.exitSent = make(chan struct{})
+	return e.exitSent, true
+}
+
+// startFailed releases those waiting for an exit that will not come.
+func (e *entry) startFailed(sent chan struct{}) {
+	e.mu.Lock()
+	if e.exitSent == sent {
+		e.exitSent = nil
+	}
+	e.mu.Unlock()
+	close(sent)
+}
+
+// exitQueued returns a channel closed once the init's TaskExit is queued,
+// nil if it never started.
+func (e *entry) exitQueued() <-chan struct{} {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return e.exitSent
+}
+
+// sendExit queues the init's TaskExit when it ends, then closes sent.
+func (s *Service) sendExit(ctx context.Context, e *entry, pid uint32, sent chan struct{}) {
+	defer close(sent)
+	resp, err := e.task.Wait(ctx, &taskAPI.WaitRequest{ID: e.id})
 	if err != nil {
-		return nil, err
+		log.G(ctx).WithError(err).Error("wait for the task's exit: no TaskExit published")
+		return
 	}
-	if e.runc != nil {
-		return e.runc.Task.Wait(e.logger(ctx), r)
-	}
-	ctx = e.logger(ctx)
-	if r.ExecID != "" {
-		return nil, errgrpc.ToGRPC(errExec)
+	s.events.send(&eventstypes.TaskExit{ContainerID: e.id, ID: e.id, Pid: pid,
+		ExitStatus: resp.ExitStatus, ExitedAt: resp.ExitedAt})
+}
+
+// waitQueued waits until the init's TaskExit is queued, if it started.
+func waitQueued(ctx context.Context, e *entry) error {
+	ch := e.exitQueued()
+	if ch == nil {
+		return nil
 	}
 	select {
-	case <-e.vm.Exited():
+	case <-ch:
+		return nil
 	case <-ctx.Done():
-		return nil, errgrpc.ToGRPC(ctx.Err())
+		return ctx.Err()
 	}
-	code, at := e.vm.ExitStatus()
-	return &taskAPI.WaitResponse{ExitStatus: uint32(code), ExitedAt: timestamppb.New(at)}, nil
 }
 
-// Kill signals the VM (see vm.VM.Kill).
-func (s *Service) Kill(ctx context.Context, r *taskAPI.KillRequest) (*emptypb.Empty, error) {
-	e, err := s.get(r.ID)
+// Delete deletes the task (for init: everything it holds) and forgets it;
+// for a task whose events the service publishes, TaskDelete follows its
+// TaskExit.
+func (s *Service) Delete(ctx context.Context, r *taskAPI.DeleteRequest) (*taskAPI.DeleteResponse, error) {
+	e, ctx, err := s.get(ctx, r.ID)
 	if err != nil {
 		return nil, err
 	}
-	if e.runc != nil {
-		return e.runc.Task.Kill(e.logger(ctx), r)
-	}
-	ctx = e.logger(ctx)
 	if r.ExecID != "" {
-		return nil, errgrpc.ToGRPC(errExec)
+		return reply(e.task.Delete(ctx, r))
 	}
-	if err := e.vm.Kill(ctx, syscall.Signal(r.Signal)); err != nil {
+	e.mu.Lock()
+	if e.deleting {
+		e.mu.Unlock()
+		return nil, errgrpc.ToGRPC(fmt.Errorf("task %s is being deleted: %w", r.ID, errdefs.ErrFailedPrecondition))
+	}
+	e.deleting = true
+	e.mu.Unlock()
+	resp, err := e.task.Delete(ctx, r)
+	if err != nil {
+		e.mu.Lock()
+		e.deleting = false
+		e.mu.Unlock()
 		return nil, errgrpc.ToGRPC(err)
 	}
-	return &emptypb.Empty{}, nil
+	s.mu.Lock()
+	delete(s.tasks, r.ID)
+	s.mu.Unlock()
+	if e.events {
+		if err := waitQueued(ctx, e); err != nil {
+			log.G(ctx).WithError(err).Warn("TaskDelete published before the task's TaskExit")
+		}
+		s.events.send(&eventstypes.TaskDelete{ContainerID: r.ID, ID: r.ID, Pid: resp.Pid,
+			ExitStatus: resp.ExitStatus, ExitedAt: resp.ExitedAt})
+	}
+	return resp, nil
 }
 
-// Pids lists QEMU and its virtiofsd helpers.
+// State reports the task's state.
+func (s *Service) State(ctx context.Context, r *taskAPI.StateRequest) (*taskAPI.StateResponse, error) {
+	e, ctx, err := s.get(ctx, r.ID)
+	if err != nil {
+		return nil, err
+	}
+	return reply(e.task.State(ctx, r))
+}
+
+// Wait blocks until the process has ended; for a task whose events the
+// service publishes, its TaskExit is queued by then.
+func (s *Service) Wait(ctx context.Context, r *taskAPI.WaitRequest) (*taskAPI.WaitResponse, error) {
+	e, ctx, err := s.get(ctx, r.ID)
+	if err != nil {
+		return nil, err
+	}
+	resp, err := e.task.Wait(ctx, r)
+	if err != nil {
+		return nil, errgrpc.ToGRPC(err)
+	}
+	if e.events && r.ExecID == "" {
+		if err := waitQueued(ctx, e); err != nil {
+			return nil, errgrpc.ToGRPC(err)
+		}
+	}
+	return resp, nil
+}
+
+// Kill signals the task's process.
+func (s *Service) Kill(ctx context.Context, r *taskAPI.KillRequest) (*emptypb.Empty, error) {
+	e, ctx, err := s.get(ctx, r.ID)
+	if err != nil {
+		return nil, err
+	}
+	return empty(e.task.Kill(ctx, r))
+}
+
+// Pids lists the task's processes.
 func (s *Service) Pids(ctx context.Context, r *taskAPI.PidsRequest) (*taskAPI.PidsResponse, error) {
-	e, err := s.get(r.ID)
+	e, ctx, err := s.get(ctx, r.ID)
 	if err != nil {
 		return nil, err
 	}
-	if e.runc != nil {
-		return e.runc.Task.Pids(e.logger(ctx), r)
-	}
-	ctx = e.logger(ctx)
-	var ps []*apitask.ProcessInfo
-	for _, pid := range e.vm.Pids() {
-		ps = append(ps, &apitask.ProcessInfo{Pid: uint32(pid)})
-	}
-	return &taskAPI.PidsResponse{Processes: ps}, nil
+	return reply(e.task.Pids(ctx, r))
 }
 
-// Pause stops the guest's vCPUs.
+// Pause freezes the task; TaskPaused follows when the service publishes
+// its events.
 func (s *Service) Pause(ctx context.Context, r *taskAPI.PauseRequest) (*emptypb.Empty, error) {
-	e, err := s.get(r.ID)
+	e, ctx, err := s.get(ctx, r.ID)
 	if err != nil {
 		return nil, err
 	}
-	if e.runc != nil {
-		return e.runc.Task.Pause(e.logger(ctx), r)
-	}
-	ctx = e.logger(ctx)
-	if err := e.vm.Pause(ctx); err != nil {
+	if err := e.task.Pause(ctx, r); err != nil {
 		return nil, errgrpc.ToGRPC(err)
 	}
-	s.publish(ctx, runtime.TaskPausedEventTopic, &eventstypes.TaskPaused{ContainerID: r.ID})
+	if e.events {
+		s.events.send(&eventstypes.TaskPaused{ContainerID: r.ID})
+	}
 	return &emptypb.Empty{}, nil
 }
 
-// Resume continues a paused guest.
+// Resume continues a paused task; TaskResumed follows when the service
+// publishes its events.
 func (s *Service) Resume(ctx context.Context, r *taskAPI.ResumeRequest) (*emptypb.Empty, error) {
-	e, err := s.get(r.ID)
+	e, ctx, err := s.get(ctx, r.ID)
 	if err != nil {
 		return nil, err
 	}
-	if e.runc != nil {
-		return e.runc.Task.Resume(e.logger(ctx), r)
-	}
-	ctx = e.logger(ctx)
-	if err := e.vm.Resume(ctx); err != nil {
+	if err := e.task.Resume(ctx, r); err != nil {
 		return nil, errgrpc.ToGRPC(err)
 	}
-	s.publish(ctx, runtime.TaskResumedEventTopic, &eventstypes.TaskResumed{ContainerID: r.ID})
+	if e.events {
+		s.events.send(&eventstypes.TaskResumed{ContainerID: r.ID})
+	}
 	return &emptypb.Empty{}, nil
 }
 
-// Stats returns the cgroup metrics of the VM's processes.
+// Stats returns the task's metrics.
 func (s *Service) Stats(ctx context.Context, r *taskAPI.StatsRequest) (*taskAPI.StatsResponse, error) {
-	e, err := s.get(r.ID)
+	e, ctx, err := s.get(ctx, r.ID)
 	if err != nil {
 		return nil, err
 	}
-	if e.runc != nil {
-		return e.runc.Task.Stats(e.logger(ctx), r)
-	}
-	ctx = e.logger(ctx)
-	st, err := e.vm.Stats()
-	if err != nil {
-		return nil, errgrpc.ToGRPC(err)
-	}
-	return &taskAPI.StatsResponse{Stats: st}, nil
+	return reply(e.task.Stats(ctx, r))
 }
 
-var errExec = fmt.Errorf("exec: an OSv unikernel runs a single application and has no shell or process to exec into: %w", errdefs.ErrNotImplemented)
-
-// delegated returns the runc shim running container id, nil for a VM.
-func (s *Service) delegated(id string) *runcshim.Shim {
-	if e, err := s.get(id); err == nil {
-		return e.runc
-	}
-	return nil
-}
-
-// Exec is not possible in a unikernel; a runc shim's container can.
+// Exec adds a process to the task (a runc shim's container can; a
+// unikernel cannot).
 func (s *Service) Exec(ctx context.Context, r *taskAPI.ExecProcessRequest) (*emptypb.Empty, error) {
-	if sh := s.delegated(r.ID); sh != nil {
-		return sh.Task.Exec(ctx, r)
-	}
-	return nil, errgrpc.ToGRPC(errExec)
-}
-
-// Checkpoint is not supported for a VM.
-func (s *Service) Checkpoint(ctx context.Context, r *taskAPI.CheckpointTaskRequest) (*emptypb.Empty, error) {
-	if sh := s.delegated(r.ID); sh != nil {
-		return sh.Task.Checkpoint(ctx, r)
-	}
-	return nil, errgrpc.ToGRPC(fmt.Errorf("checkpoint: saving a VM's memory is not supported by this shim: %w", errdefs.ErrNotImplemented))
-}
-
-// ResizePty: a VM has no terminal to resize.
-func (s *Service) ResizePty(ctx context.Context, r *taskAPI.ResizePtyRequest) (*emptypb.Empty, error) {
-	if sh := s.delegated(r.ID); sh != nil {
-		return sh.Task.ResizePty(ctx, r)
-	}
-	return nil, errgrpc.ToGRPC(fmt.Errorf("resize: the VM has no terminal, only a serial console: %w", errdefs.ErrNotImplemented))
-}
-
-// CloseIO: a VM has nothing to close, it takes no stdin.
-func (s *Service) CloseIO(ctx context.Context, r *taskAPI.CloseIORequest) (*emptypb.Empty, error) {
-	if _, err := s.get(r.ID); err != nil {
+	e, ctx, err := s.get(ctx, r.ID)
+	if err != nil {
 		return nil, err
 	}
-	if sh := s.delegated(r.ID); sh != nil {
-		return sh.Task.CloseIO(ctx, r)
-	}
-	return &emptypb.Empty{}, nil
+	return empty(e.task.Exec(ctx, r))
 }
 
-// Update cannot change a running VM's resources.
+// Checkpoint saves the task (not a VM).
+func (s *Service) Checkpoint(ctx context.Context, r *taskAPI.CheckpointTaskRequest) (*emptypb.Empty, error) {
+	e, ctx, err := s.get(ctx, r.ID)
+	if err != nil {
+		return nil, err
+	}
+	return empty(e.task.Checkpoint(ctx, r))
+}
+
+// ResizePty resizes the task's terminal (a VM has none).
+func (s *Service) ResizePty(ctx context.Context, r *taskAPI.ResizePtyRequest) (*emptypb.Empty, error) {
+	e, ctx, err := s.get(ctx, r.ID)
+	if err != nil {
+		return nil, err
+	}
+	return empty(e.task.ResizePty(ctx, r))
+}
+
+// CloseIO closes the task's stdin.
+func (s *Service) CloseIO(ctx context.Context, r *taskAPI.CloseIORequest) (*emptypb.Empty, error) {
+	e, ctx, err := s.get(ctx, r.ID)
+	if err != nil {
+		return nil, err
+	}
+	return empty(e.task.CloseIO(ctx, r))
+}
+
+// Update changes the task's resources (not a running VM's).
 func (s *Service) Update(ctx context.Context, r *taskAPI.UpdateTaskRequest) (*emptypb.Empty, error) {
-	if sh := s.delegated(r.ID); sh != nil {
-		return sh.Task.Update(ctx, r)
+	e, ctx, err := s.get(ctx, r.ID)
+	if err != nil {
+		return nil, err
 	}
-	return nil, errgrpc.ToGRPC(fmt.Errorf("update: a running VM's memory and CPUs are fixed at boot: %w", errdefs.ErrNotImplemented))
+	return empty(e.task.Update(ctx, r))
 }
 
-// Connect returns this shim's pid and the task's: QEMU's, or the runc
-// shim's container's.
+// Connect returns this shim's pid and, for a known task, the task's: QEMU's,
+// or the runc shim's container's.
 func (s *Service) Connect(ctx context.Context, r *taskAPI.ConnectRequest) (*taskAPI.ConnectResponse, error) {
 	resp := &taskAPI.ConnectResponse{ShimPid: uint32(os.Getpid())}
-	e, err := s.get(r.ID)
-	switch {
-	case err != nil:
-	case e.runc != nil:
-		c, err := e.runc.Task.Connect(ctx, r)
-		if err != nil {
-			return nil, err
-		}
-		resp.TaskPid, resp.Version = c.TaskPid, c.Version
-	default:
-		resp.TaskPid = uint32(e.vm.Pid())
+	e, ctx, err := s.get(ctx, r.ID)
+	if err != nil {
+		return resp, nil
 	}
+	c, err := e.task.Connect(ctx, r)
+	if err != nil {
+		return nil, errgrpc.ToGRPC(err)
+	}
+	resp.TaskPid, resp.Version = c.TaskPid, c.Version
 	return resp, nil
 }
 
@@ -531,10 +530,4 @@ func (s *Service) Shutdown(ctx context.Context, r *taskAPI.ShutdownRequest) (*em
 	}
 	s.shutdown.Shutdown()
 	return &emptypb.Empty{}, nil
-}
-
-func (s *Service) publish(ctx context.Context, topic string, event any) {
-	if err := s.publisher.Publish(ctx, topic, event); err != nil {
-		log.G(ctx).WithError(err).WithField("topic", topic).Warn("publish event")
-	}
 }

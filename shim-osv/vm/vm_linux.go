@@ -71,13 +71,25 @@ type Config struct {
 // Status is a VM's state, as containerd names task states.
 type Status int
 
-// The states.
+// The states. A VM goes Created → Starting (booting) → Running ⇄ Paused →
+// Stopped; Created and Starting go straight to Stopped when killed, and
+// Starting when its boot fails.
 const (
 	Created Status = iota
+	Starting
 	Running
 	Paused
 	Stopped
 )
+
+var statusNames = [...]string{"created", "starting", "running", "paused", "stopped"}
+
+func (s Status) String() string {
+	if int(s) < len(statusNames) {
+		return statusNames[s]
+	}
+	return "Status(" + strconv.Itoa(int(s)) + ")"
+}
 
 // VM is one container's virtual machine.
 type VM struct {
@@ -91,8 +103,17 @@ type VM struct {
 	cg      cgroup
 	cons    *console
 
+	// ctl serializes Pause and Resume (a slot, taken with a context): QMP
+	// stop and cont must not cross. Kill does not take it.
+	ctl chan struct{}
+
+	// mu guards the fields below. It is never held across slow work — a
+	// boot, the KVM probe and wait, a QMP call, waiting for a process —
+	// only across reading and changing them, so that Kill, State and Pids
+	// answer while the VM boots.
 	mu       sync.Mutex
 	status   Status
+	abort    context.CancelFunc // ends the boot under way (Starting)
 	qemu     *exec.Cmd
 	fsds     []*exec.Cmd
 	qmp      *qmp.Client
@@ -126,7 +147,7 @@ func Create(ctx context.Context, cfg Config) (_ *VM, retErr error) {
 		return nil, err
 	}
 	v := &VM{cfg: cfg, dir: filepath.Join(cfg.Bundle, Dir), plan: plan, layout: layout,
-		stderr: &tailBuffer{max: 4096}, exited: make(chan struct{})}
+		stderr: &tailBuffer{max: 4096}, exited: make(chan struct{}), ctl: make(chan struct{}, 1)}
 	if err := os.Mkdir(v.dir, 0o700); err != nil {
 		return nil, err
 	}
@@ -206,36 +227,40 @@ func Create(ctx context.Context, cfg Config) (_ *VM, retErr error) {
 }
 
 // Start boots the VM. Under KVM, a guest silent for KVMBootTimeout is
-// booted again under TCG (see KVMBootTimeout).
+// booted again under TCG (see KVMBootTimeout). The VM is Starting
+// meanwhile, and a Kill ends the boot: Start then fails with
+// errdefs.ErrAborted and the VM is Stopped with 128+signal. A boot that fails
+// leaves it Stopped with status 1 (its helpers gone, its outputs closed).
 func (v *VM) Start(ctx context.Context) error {
 	v.mu.Lock()
-	defer v.mu.Unlock()
 	if v.status != Created {
-		return fmt.Errorf("vm %s is not in created state: %w", v.cfg.ID, errdefs.ErrFailedPrecondition)
+		st := v.status
+		v.mu.Unlock()
+		return fmt.Errorf("vm %s is %s, not created: %w", v.cfg.ID, st, errdefs.ErrFailedPrecondition)
 	}
-	accel, err := qemu.Accelerator(ctx, v.cfg.Accel)
+	bctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	v.status, v.abort = Starting, cancel
+	v.mu.Unlock()
+
+	pump, err := v.startAll(bctx)
+
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	v.abort = nil
+	if sig := v.killSig; sig != 0 {
+		err = fmt.Errorf("vm %s was killed (signal %d) while it booted: %w", v.cfg.ID, int(sig), errdefs.ErrAborted)
+	}
 	if err != nil {
-		return err
-	}
-	if v.net != nil {
-		if err := netns.Wire(v.plan.NetNS, *v.net, v.tap); err != nil {
-			return fmt.Errorf("wire %s to %s: %w", v.tap, v.net.Interface, err)
+		v.mu.Unlock()
+		v.reap(pump)
+		v.mu.Lock()
+		code := 1
+		if v.killSig != 0 {
+			code = 128 + int(v.killSig)
 		}
-	}
-	pump := make(chan struct{})
-	err = v.boot(ctx, accel, pump)
-	if accel == qemu.KVM && v.cfg.Accel == "" && !v.bootedUnderKVM(err, pump) {
-		// KVM opened, and even ran the probe, yet the guest died or stays
-		// silent: KVM does not really run guests here (nested KVM).
-		log.G(ctx).WithError(err).WithField("qemu", v.stderr.String()).Warn("guest failed under KVM: using TCG from now on")
-		v.stopProcesses()
-		qemu.RememberAccelerator(qemu.TCG)
-		v.qemu, v.qmp, v.cons, v.stderr = nil, nil, v.newConsole(ctx), &tailBuffer{max: 4096}
-		pump = make(chan struct{})
-		err = v.boot(ctx, qemu.TCG, pump)
-	}
-	if err != nil {
-		v.stopProcesses()
+		v.closeOutputs()
+		v.stop(code)
 		return err
 	}
 	v.status = Running
@@ -299,28 +324,80 @@ func (v *VM) watchEnd(ctx context.Context, cons *console, cmd *exec.Cmd) {
 	_ = cmd.Process.Kill()
 }
 
+// startAll wires the network and boots QEMU with the accelerator that
+// works, with v.mu not held; ctx ends when Kill aborts the boot. It returns
+// the channel the console pump closes at its end, nil if QEMU never
+// started.
+func (v *VM) startAll(ctx context.Context) (chan struct{}, error) {
+	accel, err := qemu.Accelerator(ctx, v.cfg.Accel)
+	if err != nil {
+		return nil, err
+	}
+	if v.net != nil {
+		if err := netns.Wire(v.plan.NetNS, *v.net, v.tap); err != nil {
+			return nil, fmt.Errorf("wire %s to %s: %w", v.tap, v.net.Interface, err)
+		}
+	}
+	pump, err := v.boot(ctx, accel)
+	if accel == qemu.KVM && v.cfg.Accel == "" && err == nil && !v.bootedUnderKVM(ctx, pump) && ctx.Err() == nil {
+		// KVM opened, and even ran the probe, yet the guest died or stays
+		// silent: KVM does not really run guests here (nested KVM).
+		log.G(ctx).WithField("qemu", v.stderr.String()).Warn("guest failed under KVM: using TCG from now on")
+		v.reap(pump)
+		qemu.RememberAccelerator(qemu.TCG)
+		v.mu.Lock()
+		v.qemu, v.qmp, v.cons, v.stderr = nil, nil, v.newConsole(ctx), &tailBuffer{max: 4096}
+		v.mu.Unlock()
+		pump, err = v.boot(ctx, qemu.TCG)
+	}
+	if err == nil && ctx.Err() != nil {
+		err = ctx.Err()
+	}
+	return pump, err
+}
+
 // bootedUnderKVM reports whether a guest booted under KVM shows life: its
 // first console output within KVMBootTimeout, QEMU still running.
-func (v *VM) bootedUnderKVM(bootErr error, pump chan struct{}) bool {
-	if bootErr != nil {
-		return false
-	}
+func (v *VM) bootedUnderKVM(ctx context.Context, pump chan struct{}) bool {
+	t := time.NewTimer(KVMBootTimeout)
+	defer t.Stop()
 	select {
-	case <-v.cons.first:
+	case <-v.console().first:
 		return true
 	case <-pump:
-		return false
-	case <-time.After(KVMBootTimeout):
-		return false
+	case <-t.C:
+	case <-ctx.Done():
 	}
+	return false
+}
+
+// console returns the console of the current boot.
+func (v *VM) console() *console {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	return v.cons
+}
+
+// stop marks the VM stopped with code, once. Called with mu held.
+func (v *VM) stop(code int) {
+	if v.status == Stopped {
+		return
+	}
+	v.exitCode, v.exitedAt, v.status = code, time.Now(), Stopped
+	close(v.exited)
 }
 
 // boot starts virtiofsd for each share, then QEMU in the container's
-// network namespace and cgroup, its console copied to stdout; pump is
-// closed when the console ends.
-func (v *VM) boot(ctx context.Context, accel string, pump chan struct{}) error {
-	var shares []string
+// network namespace and cgroup, its console copied to stdout, and connects
+// to its QMP socket. It returns the channel closed when the console ends,
+// nil if QEMU did not start. What it started is in v (for reap) even when
+// it fails.
+func (v *VM) boot(ctx context.Context, accel string) (chan struct{}, error) {
+	v.mu.Lock()
 	v.fsds = nil
+	cons, stderr := v.cons, v.stderr
+	v.mu.Unlock()
+	var shares []string
 	for i, s := range v.plan.Shares {
 		sock := "fs" + strconv.Itoa(i) + ".sock"
 		// The shim makes the socket and hands virtiofsd the listening fd:
@@ -328,21 +405,23 @@ func (v *VM) boot(ctx context.Context, accel string, pump chan struct{}) error {
 		// /run/virtiofsd, shared by every VM, and leave it behind.
 		f, err := listenUnix(filepath.Join(v.dir, sock))
 		if err != nil {
-			return fmt.Errorf("virtio-fs socket for %s: %w", s.Target, err)
+			return nil, fmt.Errorf("virtio-fs socket for %s: %w", s.Target, err)
 		}
 		cmd := exec.Command(Virtiofsd, "--fd=3", "-o", "source="+s.Source, "-o", "cache=auto")
 		cmd.Dir = v.dir
-		cmd.Stderr = v.stderr
+		cmd.Stderr = stderr
 		cmd.ExtraFiles = []*os.File{f}
 		cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 		err = cmd.Start()
 		f.Close()
 		if err != nil {
-			return fmt.Errorf("start virtiofsd for %s: %w", s.Target, err)
+			return nil, fmt.Errorf("start virtiofsd for %s: %w", s.Target, err)
 		}
+		v.mu.Lock()
 		v.fsds = append(v.fsds, cmd)
+		v.mu.Unlock()
 		if err := v.join(cmd.Process.Pid); err != nil {
-			return err
+			return nil, err
 		}
 		shares = append(shares, sock)
 	}
@@ -356,43 +435,68 @@ func (v *VM) boot(ctx context.Context, accel string, pump chan struct{}) error {
 	}
 	args, err := qc.Args()
 	if err != nil {
-		return err
+		return nil, err
 	}
 	cmd := exec.Command(qemu.System, args...)
 	cmd.Dir = v.dir
-	cmd.Stderr = v.stderr
+	cmd.Stderr = stderr
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	out, err := cmd.StdoutPipe()
 	if err != nil {
-		return err
+		return nil, err
 	}
 	_ = os.Remove(filepath.Join(v.dir, "qmp.sock"))
 	if err := netns.Do(v.plan.NetNS, cmd.Start); err != nil {
-		if errors.Is(err, exec.ErrNotFound) {
-			return fmt.Errorf("%s not found: install Debian package qemu-system-x86: %w", qemu.System, errdefs.ErrFailedPrecondition)
+		if errors.Is(err, exec.ErrNotFound) || errors.Is(err, os.ErrNotExist) {
+			return nil, fmt.Errorf("%s not found: install Debian package qemu-system-x86: %w", qemu.System, errdefs.ErrFailedPrecondition)
 		}
-		return fmt.Errorf("start qemu: %w", err)
+		return nil, fmt.Errorf("start qemu: %w", err)
 	}
-	v.qemu = cmd
-	if err := v.join(cmd.Process.Pid); err != nil {
-		return err
-	}
-	if err := v.saveState(append(v.pids(), cmd.Process.Pid)); err != nil {
-		return err
-	}
-	go func() {
-		v.cons.pump(out, v.cfg.Stdout)
+	pump := make(chan struct{})
+	go func(w io.Writer) {
+		cons.pump(out, w)
 		close(pump)
-	}()
+	}(v.cfg.Stdout)
+	v.mu.Lock()
+	v.qemu = cmd
+	pids := append(v.pids(), cmd.Process.Pid)
+	v.mu.Unlock()
+	if err := v.join(cmd.Process.Pid); err != nil {
+		return pump, err
+	}
+	if err := v.saveState(pids); err != nil {
+		return pump, err
+	}
 	dctx, cancel := context.WithTimeout(ctx, socketTimeout)
 	defer cancel()
 	c, err := qmp.Dial(dctx, socketAddr(filepath.Join(v.dir, "qmp.sock")))
 	if err != nil {
-		return fmt.Errorf("qemu control socket: %w: %s", err, v.stderr.String())
+		return pump, fmt.Errorf("qemu control socket: %w: %s", err, stderr.String())
 	}
+	v.mu.Lock()
 	v.qmp = c
+	v.mu.Unlock()
 	go v.watchEvents(c)
-	return nil
+	return pump, nil
+}
+
+// reap ends what a boot started — QEMU (whose console pump closes pump),
+// its QMP connection, virtiofsd — and waits for them. For a boot that did
+// not become Running: the VM's wait goroutine reaps a running one. Called
+// without mu.
+func (v *VM) reap(pump chan struct{}) {
+	v.mu.Lock()
+	cmd, q := v.qemu, v.qmp
+	v.mu.Unlock()
+	if cmd != nil && pump != nil {
+		_ = cmd.Process.Kill()
+		<-pump
+		_ = cmd.Wait()
+	}
+	if q != nil {
+		q.Close()
+	}
+	v.stopHelpers()
 }
 
 // join puts pid into the container's cgroup, if it has one.
@@ -424,15 +528,16 @@ func (v *VM) watchEvents(c *qmp.Client) {
 // wait reaps QEMU, works out the exit status, stops the helpers and marks
 // the VM stopped.
 func (v *VM) wait(ctx context.Context, cmd *exec.Cmd, pump chan struct{}) {
+	<-pump // the console's last lines are in (before Wait closes the pipe)
 	werr := cmd.Wait()
-	<-pump // the console's last lines are in
 	v.mu.Lock()
-	defer v.mu.Unlock()
 	code, msg := v.exitStatus(werr)
+	q, stderr, stopRefresh := v.qmp, v.cfg.Stderr, v.stopRefresh
+	v.mu.Unlock()
 	if msg != "" {
 		log.G(ctx).WithField("status", code).Warn(msg)
-		if v.cfg.Stderr != nil {
-			fmt.Fprintf(v.cfg.Stderr, "feather: %s\n", msg)
+		if stderr != nil {
+			fmt.Fprintf(stderr, "feather: %s\n", msg)
 		}
 		if v.plan.TerminationLog != "" {
 			// What kubectl shows as the container's termination message.
@@ -442,17 +547,18 @@ func (v *VM) wait(ctx context.Context, cmd *exec.Cmd, pump chan struct{}) {
 		}
 	}
 	v.stopHelpers()
-	if v.stopRefresh != nil {
-		v.stopRefresh()
+	if stopRefresh != nil {
+		stopRefresh()
 	}
-	if v.qmp != nil {
-		v.qmp.Close()
+	if q != nil {
+		q.Close()
 	}
+	v.mu.Lock()
+	defer v.mu.Unlock()
 	// The output ends with the VM, as a process's does: whoever reads it
 	// (CRI waits for that before it deletes the task) sees EOF now.
 	v.closeOutputs()
-	v.exitCode, v.exitedAt, v.status = code, time.Now(), Stopped
-	close(v.exited)
+	v.stop(code)
 }
 
 // exitStatus is the container's exit status: the guest's reported code;
@@ -582,29 +688,58 @@ func (v *VM) pids() []int {
 
 // Kill delivers sig the way a VM understands it: SIGKILL ends QEMU at once;
 // any other signal asks the guest to power off (ACPI), and QEMU is told to
-// quit if it has not within TermGrace. The exit status is then 128+sig.
+// quit if it has not within TermGrace. The exit status is then 128+sig. A
+// VM that has not started yet never runs: a created one stops at once, a
+// booting one once its boot is ended (see Start). A stopped VM is
+// ErrNotFound, as a process that already finished.
 func (v *VM) Kill(ctx context.Context, sig syscall.Signal) error {
 	v.mu.Lock()
-	defer v.mu.Unlock()
 	switch v.status {
-	case Created:
-		return fmt.Errorf("vm %s is not running: %w", v.cfg.ID, errdefs.ErrFailedPrecondition)
 	case Stopped:
+		v.mu.Unlock()
 		return fmt.Errorf("vm %s: process already finished: %w", v.cfg.ID, errdefs.ErrNotFound)
+	case Created:
+		defer v.mu.Unlock()
+		v.killSig = sig
+		v.closeOutputs()
+		v.stop(128 + int(sig))
+		return nil
+	case Starting:
+		defer v.mu.Unlock()
+		if v.killSig == 0 || sig == syscall.SIGKILL {
+			v.killSig = sig
+		}
+		v.abort()
+		return nil
 	}
 	if v.killSig == 0 || sig == syscall.SIGKILL {
 		v.killSig = sig
 	}
+	q, p, paused := v.qmp, v.qemu.Process, v.status == Paused
+	v.mu.Unlock()
 	if sig == syscall.SIGKILL {
-		return v.qemu.Process.Kill()
+		if err := p.Kill(); err != nil {
+			if errors.Is(err, os.ErrProcessDone) {
+				return fmt.Errorf("vm %s: process already finished: %w", v.cfg.ID, errdefs.ErrNotFound)
+			}
+			return fmt.Errorf("kill qemu: %w", err)
+		}
+		return nil
 	}
-	if v.status == Paused {
-		_ = v.qmp.Cont(ctx) // a paused guest cannot power off
+	if paused {
+		// A paused guest cannot power off.
+		if err := q.Cont(ctx); err == nil {
+			v.mu.Lock()
+			if v.status == Paused {
+				v.status = Running
+			}
+			v.mu.Unlock()
+		}
 	}
-	if err := v.qmp.SystemPowerdown(ctx); err != nil {
+	if err := q.SystemPowerdown(ctx); err != nil {
 		log.G(ctx).WithError(err).Warn("system_powerdown")
 	}
-	go func(q *qmp.Client, p *os.Process) {
+	go func() {
 		select {
 		case <-v.exited:
 			return
@@ -620,35 +755,53 @@ func (v *VM) Kill(ctx context.Context, sig syscall.Signal) error {
 		case <-time.After(2 * time.Second):
 			_ = p.Kill()
 		}
-	}(v.qmp, v.qemu.Process)
+	}()
 	return nil
 }
 
+// takeCtl takes the Pause/Resume slot, or fails when ctx ends first.
+func (v *VM) takeCtl(ctx context.Context) error {
+	select {
+	case v.ctl <- struct{}{}:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+func (v *VM) releaseCtl() { <-v.ctl }
+
 // Pause stops the guest's vCPUs (QMP stop).
 func (v *VM) Pause(ctx context.Context) error {
-	v.mu.Lock()
-	defer v.mu.Unlock()
-	if v.status != Running {
-		return fmt.Errorf("vm %s is not running: %w", v.cfg.ID, errdefs.ErrFailedPrecondition)
-	}
-	if err := v.qmp.Stop(ctx); err != nil {
-		return err
-	}
-	v.status = Paused
-	return nil
+	return v.transition(ctx, Running, Paused, (*qmp.Client).Stop)
 }
 
 // Resume lets a paused guest run again (QMP cont).
 func (v *VM) Resume(ctx context.Context) error {
-	v.mu.Lock()
-	defer v.mu.Unlock()
-	if v.status != Paused {
-		return fmt.Errorf("vm %s is not paused: %w", v.cfg.ID, errdefs.ErrFailedPrecondition)
-	}
-	if err := v.qmp.Cont(ctx); err != nil {
+	return v.transition(ctx, Paused, Running, (*qmp.Client).Cont)
+}
+
+// transition moves the VM from state from to state to by QMP command do,
+// which runs without mu held.
+func (v *VM) transition(ctx context.Context, from, to Status, do func(*qmp.Client, context.Context) error) error {
+	if err := v.takeCtl(ctx); err != nil {
 		return err
 	}
-	v.status = Running
+	defer v.releaseCtl()
+	v.mu.Lock()
+	st, q := v.status, v.qmp
+	v.mu.Unlock()
+	if st != from {
+		return fmt.Errorf("vm %s is %s, not %s: %w", v.cfg.ID, st, from, errdefs.ErrFailedPrecondition)
+	}
+	if err := do(q, ctx); err != nil {
+		return fmt.Errorf("vm %s: %w", v.cfg.ID, err)
+	}
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	if v.status == from { // else it stopped meanwhile
+		v.status = to
+	}
 	return nil
 }
 
@@ -661,23 +814,32 @@ func (v *VM) Stats() (*anypb.Any, error) {
 }
 
 // Delete removes everything the VM holds: processes, tap, cgroup, files.
-// It is idempotent.
+// A VM that is booting or running is ErrFailedPrecondition; a created one
+// ends (as killed) without having run. It is idempotent.
 func (v *VM) Delete(ctx context.Context) error {
 	v.mu.Lock()
-	running := v.status == Running || v.status == Paused
+	st := v.status
+	if st == Created {
+		v.killSig = syscall.SIGKILL
+		v.stop(128 + int(syscall.SIGKILL))
+	}
 	v.mu.Unlock()
-	if running {
-		return fmt.Errorf("vm %s is running: kill it first: %w", v.cfg.ID, errdefs.ErrFailedPrecondition)
+	if st == Starting || st == Running || st == Paused {
+		return fmt.Errorf("vm %s is %s: kill it first: %w", v.cfg.ID, st, errdefs.ErrFailedPrecondition)
 	}
 	return v.teardown(ctx)
 }
 
+// teardown removes what the VM holds on the host; its processes have ended
+// (or never started). Called without mu.
 func (v *VM) teardown(ctx context.Context) error {
 	v.mu.Lock()
-	defer v.mu.Unlock()
-	v.stopProcesses()
-	if v.stopRefresh != nil {
-		v.stopRefresh()
+	v.closeOutputs()
+	stopRefresh := v.stopRefresh
+	v.mu.Unlock()
+	v.stopHelpers()
+	if stopRefresh != nil {
+		stopRefresh()
 	}
 	var errs []error
 	if v.tap != "" {
@@ -687,7 +849,6 @@ func (v *VM) teardown(ctx context.Context) error {
 		errs = append(errs, v.cg.delete())
 	}
 	errs = append(errs, os.RemoveAll(v.dir))
-	v.closeOutputs()
 	return errors.Join(errs...)
 }
 
@@ -702,31 +863,16 @@ func (v *VM) closeOutputs() {
 	}
 }
 
-// stopProcesses kills QEMU and virtiofsd, if running, and reaps them.
-// Called with mu held.
-func (v *VM) stopProcesses() {
-	if v.qemu != nil && v.qemu.ProcessState == nil {
-		_ = v.qemu.Process.Kill()
-		select {
-		case <-v.exited:
-		default:
-			if v.status == Created || v.status == Stopped {
-				_ = v.qemu.Wait()
-			}
-		}
-	}
-	if v.qmp != nil {
-		v.qmp.Close()
-	}
-	v.stopHelpers()
-}
-
+// stopHelpers kills the virtiofsd of the last boot, if running, and reaps
+// them. Called without mu.
 func (v *VM) stopHelpers() {
-	for _, c := range v.fsds {
-		if c.ProcessState == nil {
-			_ = c.Process.Kill()
-			_ = c.Wait()
-		}
+	v.mu.Lock()
+	fsds := v.fsds
+	v.fsds = nil
+	v.mu.Unlock()
+	for _, c := range fsds {
+		_ = c.Process.Kill()
+		_ = c.Wait()
 	}
 }
 
