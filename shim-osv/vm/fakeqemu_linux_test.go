@@ -20,6 +20,8 @@ import (
 //	run       prints a line, then runs until system_powerdown or quit
 //	exit3     prints a line and "program /hello returned 3", then powers off
 //	slowboot  opens its QMP socket only after a minute (a boot that hangs)
+//	halt      prints a line and "Aborted", then runs on (OSv halted without
+//	          --power-off-on-abort: QEMU stays up)
 const fakeQEMUEnv = "FEATHER_TEST_FAKE_QEMU"
 
 func TestMain(m *testing.M) {
@@ -88,6 +90,9 @@ func fakeQEMU(guest string, args []string) {
 	}
 	console("Cmdline: " + app)
 	console("hello")
+	if guest == "halt" {
+		console("Aborted")
+	}
 	if guest == "exit3" {
 		console("program /hello returned 3")
 		time.Sleep(50 * time.Millisecond)

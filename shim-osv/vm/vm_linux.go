@@ -44,11 +44,12 @@ const (
 	// instead and remembers that.
 	KVMBootTimeout = 8 * time.Second
 	socketTimeout  = 10 * time.Second
-	// EndGrace is how long a guest may keep running after its console
-	// reported the program's end (OSv powers off at once) before the shim
-	// stops it: a guest that halted instead, or hangs, must not look alive.
-	EndGrace = 10 * time.Second
 )
+
+// EndGrace is how long a guest may keep running after its console reported
+// the program's end (OSv powers off at once) before the shim stops it: a
+// guest that halted instead, or hangs, must not look alive.
+var EndGrace = 10 * time.Second
 
 // Dir is the VM's own directory in the bundle, 0700: its disk, sockets and
 // state. Sockets are named relative to it (QEMU and virtiofsd run in it),

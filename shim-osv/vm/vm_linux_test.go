@@ -182,6 +182,26 @@ func TestVMExitStatus(t *testing.T) {
 	}
 }
 
+// TestVMHaltedAfterEnd: a guest whose console reported the program's end
+// (a crash) but that keeps running is stopped after EndGrace, with the
+// crash's exit status and reason.
+func TestVMHaltedAfterEnd(t *testing.T) {
+	grace := EndGrace
+	EndGrace = 300 * time.Millisecond
+	t.Cleanup(func() { EndGrace = grace })
+	var stderr output
+	v, _ := newTestVM(t, "halt")
+	v.cfg.Stderr = &stderr
+	if err := v.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	waitExited(t, v)
+	msg, _ := stderr.state()
+	if code, _ := v.ExitStatus(); code != 134 || !strings.Contains(msg, "the program crashed") {
+		t.Errorf("exit status %d, stderr %q; want 134 and the crash", code, msg)
+	}
+}
+
 // TestVMKillDuringBoot: while a VM boots (its QEMU never answers), State,
 // Pids and Kill answer at once; the Kill ends the boot, Start fails as
 // aborted, QEMU is gone and the status is 128+SIGKILL.
