@@ -1,0 +1,260 @@
+package pods
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"fmt"
+	"io"
+	"path/filepath"
+	"sync"
+	"syscall"
+
+	"github.com/containerd/containerd/v2/client"
+	"github.com/containerd/containerd/v2/pkg/cio"
+	"github.com/containerd/errdefs"
+	"github.com/containerd/log"
+	"github.com/virtual-kubelet/virtual-kubelet/node/api"
+	corev1 "k8s.io/api/core/v1"
+)
+
+// ErrUnikernelExec is the error of an exec (kubectl exec, an exec probe or
+// hook) into a unikernel container: it is errdefs.ErrNotImplemented.
+var ErrUnikernelExec = fmt.Errorf("an OSv unikernel runs one program and has no shell to exec into: %w", errdefs.ErrNotImplemented)
+
+// ExecIO are the streams of a process run by Exec. A nil stream is not
+// connected: the process's stdin is then closed, its output discarded.
+type ExecIO struct {
+	// Stdin is copied to the process until EOF, which closes the
+	// process's stdin.
+	Stdin io.Reader
+	// Stdout and Stderr receive its output; with TTY, Stderr is unused
+	// (the terminal carries both).
+	Stdout, Stderr io.Writer
+	// TTY gives the process a terminal.
+	TTY bool
+	// Resize, with TTY, sets the terminal's size whenever a value arrives.
+	// Exec does not close it.
+	Resize <-chan api.TermSize
+}
+
+// Exec runs cmd in the running container of pod namespace/podName (the
+// latest run of it) as containerd's task Exec does — with the container's
+// environment, user and working directory — and returns its exit code once
+// it has exited and its output has been copied. It blocks until then; if
+// ctx ends first, the process is killed and the error wraps ctx.Err().
+//
+// Errors: errdefs.ErrNotFound for an unknown pod or container,
+// errdefs.ErrFailedPrecondition for a container that does not run now,
+// ErrUnikernelExec for a unikernel, errdefs.ErrInvalidArgument for an empty
+// cmd. An exec whose binary cannot be run fails in containerd (the error
+// says so, e.g. "executable file not found in $PATH").
+func (p *Provider) Exec(ctx context.Context, namespace, podName, container string, cmd []string, eio ExecIO) (int, error) {
+	w := p.find(namespace, podName)
+	if w == nil {
+		return -1, fmt.Errorf("pod %s/%s is not on this node: %w", namespace, podName, errdefs.ErrNotFound)
+	}
+	in, err := w.runningInstance(ctx, container)
+	if err != nil {
+		return -1, err
+	}
+	return p.execIn(ctx, in, cmd, eio)
+}
+
+// runningInstance returns the latest run of container name if it runs.
+func (w *worker) runningInstance(ctx context.Context, name string) (instance, error) {
+	w.mu.Lock()
+	pod := w.pod
+	w.mu.Unlock()
+	if pod == nil {
+		return instance{}, fmt.Errorf("pod %s not yet adopted: %w", w.key(), errdefs.ErrNotFound)
+	}
+	if !hasContainer(pod, name) {
+		return instance{}, fmt.Errorf("container %q not found in pod %s: %w", name, w.key(), errdefs.ErrNotFound)
+	}
+	insts, err := w.p.instances(w.p.ctx(ctx), w.uid, nil)
+	if err != nil {
+		return instance{}, fmt.Errorf("list containers of pod %s: %w", w.key(), err)
+	}
+	runs := (&view{instances: insts}).runs(name)
+	if len(runs) == 0 || !runs[0].Running {
+		return instance{}, fmt.Errorf("container %q in pod %s is not running: %w", name, w.key(), errdefs.ErrFailedPrecondition)
+	}
+	return runs[0], nil
+}
+
+func hasContainer(pod *corev1.Pod, name string) bool {
+	for _, c := range pod.Spec.Containers {
+		if c.Name == name {
+			return true
+		}
+	}
+	for _, c := range pod.Spec.InitContainers {
+		if c.Name == name {
+			return true
+		}
+	}
+	for _, c := range pod.Spec.EphemeralContainers {
+		if c.Name == name {
+			return true
+		}
+	}
+	return false
+}
+
+// isUnikernel reports whether in runs under a VM runtime.
+func (p *Provider) isUnikernel(in instance) bool {
+	return in.Runtime != "" && in.Runtime != p.cfg.Runtimes["runc"]
+}
+
+// execIn runs cmd in the task of instance in; see Exec.
+func (p *Provider) execIn(ctx context.Context, in instance, cmd []string, eio ExecIO) (int, error) {
+	if len(cmd) == 0 {
+		return -1, fmt.Errorf("exec in %s: no command: %w", in.Name, errdefs.ErrInvalidArgument)
+	}
+	if p.isUnikernel(in) {
+		return -1, fmt.Errorf("exec in container %q: %w", in.Name, ErrUnikernelExec)
+	}
+	ctx = p.ctx(ctx)
+	// The exec's containerd calls outlive ctx: a cancelled exec is still
+	// killed and deleted.
+	cctx := context.WithoutCancel(ctx)
+	c, err := p.cd.LoadContainer(cctx, in.ID)
+	if err != nil {
+		return -1, fmt.Errorf("exec in %s: %w", in.Name, err)
+	}
+	task, err := c.Task(cctx, nil)
+	if err != nil {
+		return -1, fmt.Errorf("exec in %s: container %q is not running: %w", in.Name, in.Name, errdefs.ErrFailedPrecondition)
+	}
+	spec, err := c.Spec(cctx)
+	if err != nil {
+		return -1, fmt.Errorf("exec in %s: %w", in.Name, err)
+	}
+	if spec.Process == nil {
+		return -1, fmt.Errorf("exec in %s: the container's spec has no process: %w", in.Name, errdefs.ErrFailedPrecondition)
+	}
+	pspec := *spec.Process
+	pspec.Args = cmd
+	pspec.Terminal = eio.TTY
+	pspec.ConsoleSize = nil
+
+	// Closing the process's stdin once Stdin is drained needs the process
+	// started; started is closed then, and proc set before.
+	var proc client.Process
+	started := make(chan struct{})
+	var closeOnce sync.Once
+	closeStdin := func() {
+		closeOnce.Do(func() {
+			go func() {
+				select {
+				case <-started:
+					_ = proc.CloseIO(cctx, client.WithStdinCloser)
+				case <-ctx.Done():
+				}
+			}()
+		})
+	}
+	var stdin io.Reader
+	if eio.Stdin != nil {
+		stdin = &eofReader{r: eio.Stdin, eof: closeStdin}
+	}
+	var stdout, stderr io.Writer
+	if eio.Stdout != nil {
+		stdout = eio.Stdout
+	}
+	if eio.Stderr != nil && !eio.TTY {
+		stderr = eio.Stderr
+	}
+	opts := []cio.Opt{cio.WithStreams(stdin, stdout, stderr)}
+	if eio.TTY {
+		opts = append(opts, cio.WithTerminal)
+	}
+	if p.cfg.RunDir != "" {
+		opts = append(opts, cio.WithFIFODir(filepath.Join(p.cfg.RunDir, "fifo")))
+	}
+	execID := "exec-" + randomHex(8)
+	proc, err = task.Exec(cctx, execID, &pspec, cio.NewCreator(opts...))
+	if err != nil {
+		return -1, fmt.Errorf("exec in %s: %w", in.Name, err)
+	}
+	defer func() {
+		if _, err := proc.Delete(cctx, client.WithProcessKill); err != nil && !errdefs.IsNotFound(err) {
+			log.G(ctx).WithError(err).WithField("exec", execID).Warn("delete exec process")
+		}
+	}()
+	exitCh, err := proc.Wait(cctx)
+	if err != nil {
+		return -1, fmt.Errorf("exec in %s: %w", in.Name, err)
+	}
+	if err := proc.Start(cctx); err != nil {
+		return -1, fmt.Errorf("exec %q in %s: %w", cmd[0], in.Name, err)
+	}
+	close(started)
+	if eio.Stdin == nil {
+		_ = proc.CloseIO(cctx, client.WithStdinCloser)
+	}
+	done := make(chan struct{})
+	defer close(done)
+	if eio.TTY && eio.Resize != nil {
+		go func() {
+			for {
+				select {
+				case sz, ok := <-eio.Resize:
+					if !ok {
+						return
+					}
+					_ = proc.Resize(cctx, uint32(sz.Width), uint32(sz.Height))
+				case <-done:
+					return
+				}
+			}
+		}()
+	}
+	var st client.ExitStatus
+	select {
+	case st = <-exitCh:
+	case <-ctx.Done():
+		_ = proc.Kill(cctx, syscall.SIGKILL)
+		<-exitCh
+		proc.IO().Cancel()
+		return -1, fmt.Errorf("exec %q in %s: %w", cmd[0], in.Name, ctx.Err())
+	}
+	// The output is copied until the process's side of it is closed
+	// (by its exit, unless a child it left keeps it open).
+	ioDone := make(chan struct{})
+	go func() {
+		proc.IO().Wait()
+		close(ioDone)
+	}()
+	select {
+	case <-ioDone:
+	case <-ctx.Done():
+		proc.IO().Cancel()
+	}
+	code, _, err := st.Result()
+	if err != nil {
+		return -1, fmt.Errorf("exec %q in %s: %w", cmd[0], in.Name, err)
+	}
+	return int(code), nil
+}
+
+// eofReader calls eof once its reader is drained.
+type eofReader struct {
+	r   io.Reader
+	eof func()
+}
+
+func (e *eofReader) Read(b []byte) (int, error) {
+	n, err := e.r.Read(b)
+	if err != nil {
+		e.eof()
+	}
+	return n, err
+}
+
+func randomHex(n int) string {
+	b := make([]byte, n)
+	_, _ = rand.Read(b)
+	return hex.EncodeToString(b)
+}
