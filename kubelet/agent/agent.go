@@ -19,6 +19,8 @@ import (
 
 	"github.com/containerd/containerd/v2/client"
 	"github.com/containerd/log"
+	vklog "github.com/virtual-kubelet/virtual-kubelet/log"
+	vklogrus "github.com/virtual-kubelet/virtual-kubelet/log/logrus"
 	"github.com/virtual-kubelet/virtual-kubelet/node"
 	"github.com/virtual-kubelet/virtual-kubelet/node/api"
 	corev1 "k8s.io/api/core/v1"
@@ -26,6 +28,7 @@ import (
 	"k8s.io/client-go/kubernetes/scheme"
 	typedcorev1 "k8s.io/client-go/kubernetes/typed/core/v1"
 	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/cache"
 	"k8s.io/client-go/tools/clientcmd"
 	"k8s.io/client-go/tools/record"
 
@@ -106,6 +109,11 @@ func DefaultConfig() Config {
 
 // Run runs the agent until ctx ends.
 func Run(ctx context.Context, cfg Config) error {
+	// virtual-kubelet logs through its own interface (a no-op by default):
+	// onto the agent's logger, so nothing it says is lost.
+	vkl := vklogrus.FromLogrus(log.G(ctx))
+	vklog.L = vkl
+	ctx = vklog.WithLogger(ctx, vkl)
 	restCfg, err := clientcmd.BuildConfigFromFlags("", cfg.Kubeconfig)
 	if err != nil {
 		return fmt.Errorf("kubeconfig: %w", err)
@@ -195,6 +203,8 @@ func Run(ctx context.Context, cfg Config) error {
 		NodeName: cfg.NodeName, HostIP: ip, Namespace: cfg.Namespace, Runtimes: cfg.Runtimes, PlainHTTP: cfg.PlainHTTP,
 		RegistryConfigDir: cfg.RegistryConfigDir, LogDir: cfg.LogDir, StateDir: cfg.StateDir, RunDir: cfg.RunDir, Logger: logger, Admit: admit,
 		Network: network, DNS: dnsConfig(cfg),
+		ConfigMaps: getters.configMaps.Lister(), Services: svcInformer.Lister(),
+		NodeAllocatable: status.Node().Status.Allocatable,
 	}, cd, kube, getters.secrets.Lister(), recorder, vols)
 	if err != nil {
 		return err
@@ -202,6 +212,10 @@ func Run(ctx context.Context, cfg Config) error {
 	pc, err := node.NewPodController(node.PodControllerConfig{
 		PodClient: kube.CoreV1(), EventRecorder: recorder, Provider: provider, PodInformer: podInformer,
 		SecretInformer: getters.secrets, ConfigMapInformer: getters.configMaps, ServiceInformer: svcInformer,
+		// The provider makes containers' environments itself, as kubelet,
+		// when it starts them: virtual-kubelet's resolution runs before the
+		// pod has an IP and refuses status.podIP.
+		SkipDownwardAPIResolution: true,
 	})
 	if err != nil {
 		return err
@@ -257,6 +271,11 @@ func Run(ctx context.Context, cfg Config) error {
 	defer cancel()
 	go podInformer.Run(ctx.Done())
 	go svcInformer.Run(ctx.Done())
+	// Services' environment variables, KUBERNETES_SERVICE_HOST above all,
+	// need the services read once before pods start, as kubelet waits.
+	if !cache.WaitForCacheSync(ctx.Done(), svcInformer.HasSynced) {
+		return ctx.Err()
+	}
 	go pc.Run(ctx, cfg.Workers) //nolint:errcheck // its error comes through Done/Err
 	select {
 	case <-pc.Ready():

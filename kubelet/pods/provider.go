@@ -61,6 +61,14 @@ type Config struct {
 	Network Network
 	// DNS makes the pods' resolv.conf.
 	DNS dns.Config
+	// ConfigMaps and Services are read for containers' environments
+	// (configMapKeyRef, envFrom, the services' variables); nil for none.
+	// Services must have synced once before pods start, as kubelet waits.
+	ConfigMaps corev1listers.ConfigMapLister
+	Services   corev1listers.ServiceLister
+	// NodeAllocatable is the node's allocatable resources: the value of a
+	// resourceFieldRef to an unset limit.
+	NodeAllocatable corev1.ResourceList
 }
 
 // Network attaches pods' network namespaces to the pod network; the agent
@@ -98,6 +106,7 @@ type Provider struct {
 	events  record.EventRecorder
 	net     *podnet.Manager
 	volumes Volumes
+	env     *envSources
 
 	mu      sync.Mutex
 	workers map[types.UID]*worker
@@ -129,6 +138,11 @@ func New(ctx context.Context, cfg Config, cd *client.Client, kube Kube, secrets 
 	p := &Provider{cfg: cfg, cd: cd, kube: kube, secrets: secrets, events: events, volumes: vols,
 		net:     &podnet.Manager{Dir: filepath.Join(cfg.RunDir, "netns")},
 		workers: map[types.UID]*worker{}, waiters: map[string]bool{}}
+	p.env = &envSources{configMaps: cfg.ConfigMaps, secrets: secrets, services: cfg.Services,
+		nodeName: cfg.NodeName, allocatable: cfg.NodeAllocatable}
+	if cfg.HostIP != "" {
+		p.env.hostIPs = []string{cfg.HostIP}
+	}
 	if err := p.recover(ctx); err != nil {
 		return nil, err
 	}
