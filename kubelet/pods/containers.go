@@ -220,6 +220,9 @@ func (w *worker) start(ctx context.Context, pod *corev1.Pod, c *corev1.Container
 	if err != nil {
 		return &waitErr{reason: "CreateContainerConfigError", event: "Failed", msg: err.Error(), retry: 30 * time.Second}
 	}
+	if uses := execProbes(c); runtime != p.cfg.Runtimes["runc"] && len(uses) > 0 {
+		return &waitErr{reason: "CreateContainerConfigError", event: "Failed", msg: unikernelExecError(c, uses).Error(), retry: time.Hour}
+	}
 	if err := p.oneVM(ctx, pod, c, runtime); err != nil {
 		return &waitErr{reason: "CreateContainerConfigError", event: "Failed", msg: err.Error(), retry: 30 * time.Second}
 	}

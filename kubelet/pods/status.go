@@ -42,6 +42,9 @@ type view struct {
 	podIPs    []string
 	started   time.Time
 	prev      *corev1.PodStatus // for the conditions' transition times
+	// probes are the probe results of the running containers that have
+	// probes, by name; a running container without is started and ready.
+	probes map[string]probeState
 }
 
 // latest returns the instances of container name, newest attempt first.
@@ -112,7 +115,8 @@ func (v *view) containerStatus(c *corev1.Container, init bool, pendingReason str
 	switch {
 	case latest.Running:
 		st.State.Running = &corev1.ContainerStateRunning{StartedAt: metav1.NewTime(latest.StartedAt)}
-		st.Ready, st.Started = true, ptr(true)
+		ps, probed := v.probes[c.Name]
+		st.Ready, st.Started = !probed || ps.ready, ptr(!probed || ps.started)
 	case isWaiting:
 		st.State.Waiting = &corev1.ContainerStateWaiting{Reason: w.Reason, Message: w.Message}
 		if latest.Exited {

@@ -50,14 +50,15 @@ type worker struct {
 	terminating bool
 	started     time.Time
 	netns       string
-	attached    bool              // to the pod network (or hostNetwork)
-	podIPs      []string          // from the pod network
-	netRetry    time.Time         // when to try the pod network again
-	netDelay    time.Duration     // back-off of failed attachments
-	resolv      string            // the pod's resolv.conf
-	released    bool              // detached from the pod network: the pod ended
-	mounts      map[string]string // volume name → host path
-	refreshAt   time.Time         // when volumes change next (zero: never)
+	attached    bool                 // to the pod network (or hostNetwork)
+	podIPs      []string             // from the pod network
+	netRetry    time.Time            // when to try the pod network again
+	netDelay    time.Duration        // back-off of failed attachments
+	resolv      string               // the pod's resolv.conf
+	released    bool                 // detached from the pod network: the pod ended
+	mounts      map[string]string    // volume name → host path
+	refreshAt   time.Time            // when volumes change next (zero: never)
+	probes      map[string]*probeSet // by container name; the worker goroutine's
 
 	kick chan struct{}
 }
@@ -65,7 +66,8 @@ type worker struct {
 func newWorker(p *Provider, pod *corev1.Pod, withSpec bool) *worker {
 	w := &worker{p: p, uid: pod.UID, skel: pod.DeepCopy(), kick: make(chan struct{}, 1),
 		waiting: map[string]waiting{}, pullBackoff: map[string]time.Time{}, pullDelay: map[string]time.Duration{},
-		log: log.L.WithField("pod", pod.Namespace+"/"+pod.Name)}
+		probes: map[string]*probeSet{},
+		log:    log.L.WithField("pod", pod.Namespace+"/"+pod.Name)}
 	if withSpec {
 		w.pod = pod.DeepCopy()
 	}
@@ -159,6 +161,7 @@ func (w *worker) sync(ctx context.Context) (next time.Duration, done bool) {
 	next = w.reconcile(ctx, pod, insts)
 	insts, err = w.p.instances(ctx, w.uid, w.wake)
 	if err == nil {
+		w.syncProbes(ctx, pod, insts)
 		w.publish(pod, insts)
 	}
 	w.releaseIfDone(ctx)
@@ -335,7 +338,7 @@ func (w *worker) clearWaiting(name string) {
 func (w *worker) publish(pod *corev1.Pod, insts []instance) {
 	w.mu.Lock()
 	v := &view{pod: pod, instances: insts, waiting: map[string]waiting{}, failed: w.failed,
-		hostIP: w.p.cfg.HostIP, started: w.started, prev: w.status}
+		hostIP: w.p.cfg.HostIP, started: w.started, prev: w.status, probes: w.probeStates()}
 	for k, x := range w.waiting {
 		v.waiting[k] = x
 	}
@@ -364,6 +367,7 @@ func (w *worker) publish(pod *corev1.Pod, insts []instance) {
 // removes its containers, volumes, network namespace and logs, and
 // publishes a final status.
 func (w *worker) stop(ctx context.Context, insts []instance, grace time.Duration) {
+	w.stopProbes()
 	w.mu.Lock()
 	spec := w.pod
 	w.mu.Unlock()
