@@ -24,7 +24,10 @@ import (
 	"github.com/virtual-kubelet/virtual-kubelet/node"
 	"github.com/virtual-kubelet/virtual-kubelet/node/api"
 	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/kubernetes/scheme"
 	typedcorev1 "k8s.io/client-go/kubernetes/typed/core/v1"
 	"k8s.io/client-go/rest"
@@ -205,6 +208,15 @@ func Run(ctx context.Context, cfg Config) error {
 		Network: network, DNS: dnsConfig(cfg),
 		ConfigMaps: getters.configMaps.Lister(), Services: svcInformer.Lister(),
 		NodeAllocatable: status.Node().Status.Allocatable,
+		Finalize: func(ctx context.Context, ns, name string, uid types.UID) error {
+			zero := int64(0)
+			err := kube.CoreV1().Pods(ns).Delete(ctx, name, metav1.DeleteOptions{GracePeriodSeconds: &zero,
+				Preconditions: &metav1.Preconditions{UID: &uid}})
+			if apierrors.IsNotFound(err) || apierrors.IsConflict(err) {
+				return nil // gone, or a new pod of that name
+			}
+			return err
+		},
 	}, cd, kube, getters.secrets.Lister(), recorder, vols)
 	if err != nil {
 		return err

@@ -57,13 +57,38 @@ func (tg target) port(p intstr.IntOrString) (int, error) {
 // succeed; redirects are followed to the same host only (one elsewhere
 // succeeds, as kubelet's does); the body is read up to 10 KiB.
 func (tg target) httpGet(ctx context.Context, a *corev1.HTTPGetAction, timeout time.Duration) probeOutcome {
-	port, err := tg.port(a.Port)
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	req, err := tg.httpRequest(ctx, a, probeUserAgent)
 	if err != nil {
 		return probeOutcome{errored: true, output: err.Error()}
+	}
+	resp, err := httpClient(req.URL.Hostname()).Do(req)
+	if err != nil {
+		return probeOutcome{output: err.Error()}
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(io.LimitReader(resp.Body, maxProbeOutput))
+	if resp.StatusCode >= 200 && resp.StatusCode < 400 {
+		return probeOutcome{ok: true, output: string(body)}
+	}
+	return probeOutcome{output: fmt.Sprintf("HTTP probe failed with statuscode: %d", resp.StatusCode)}
+}
+
+// httpRequest is the GET request of a, as kubelet makes it: the pod IP
+// unless a names a host, a's headers (Host among them), userAgent unless a
+// sets one, Accept */*.
+func (tg target) httpRequest(ctx context.Context, a *corev1.HTTPGetAction, userAgent string) (*http.Request, error) {
+	port, err := tg.port(a.Port)
+	if err != nil {
+		return nil, err
 	}
 	host := a.Host
 	if host == "" {
 		host = tg.host
+	}
+	if host == "" {
+		return nil, errors.New("the pod has no IP yet")
 	}
 	scheme := strings.ToLower(string(a.Scheme))
 	if scheme == "" {
@@ -75,31 +100,34 @@ func (tg target) httpGet(ctx context.Context, a *corev1.HTTPGetAction, timeout t
 	}
 	u, err := url.Parse(scheme + "://" + net.JoinHostPort(host, strconv.Itoa(port)) + path)
 	if err != nil {
-		return probeOutcome{errored: true, output: err.Error()}
+		return nil, err
 	}
-	ctx, cancel := context.WithTimeout(ctx, timeout)
-	defer cancel()
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u.String(), nil)
 	if err != nil {
-		return probeOutcome{errored: true, output: err.Error()}
+		return nil, err
 	}
-	req.Header.Set("User-Agent", probeUserAgent)
+	req.Header.Set("User-Agent", userAgent)
 	req.Header.Set("Accept", "*/*")
 	for _, h := range a.HTTPHeaders {
 		if strings.EqualFold(h.Name, "Host") {
 			req.Host = h.Value
 			continue
 		}
-		req.Header.Add(h.Name, h.Value)
+		req.Header.Set(h.Name, h.Value)
 	}
-	origHost := req.URL.Hostname()
-	cl := &http.Client{
+	return req, nil
+}
+
+// httpClient is kubelet's probe client: no certificate checks, no
+// keep-alives, no proxy, redirects followed on host only.
+func httpClient(host string) *http.Client {
+	return &http.Client{
 		Transport: &http.Transport{
 			TLSClientConfig:   &tls.Config{InsecureSkipVerify: true}, //nolint:gosec // as kubelet: probes do not verify
 			DisableKeepAlives: true, Proxy: nil,
 		},
 		CheckRedirect: func(r *http.Request, via []*http.Request) error {
-			if r.URL.Hostname() != origHost {
+			if r.URL.Hostname() != host {
 				return http.ErrUseLastResponse
 			}
 			if len(via) >= 10 {
@@ -108,16 +136,6 @@ func (tg target) httpGet(ctx context.Context, a *corev1.HTTPGetAction, timeout t
 			return nil
 		},
 	}
-	resp, err := cl.Do(req)
-	if err != nil {
-		return probeOutcome{output: err.Error()}
-	}
-	defer resp.Body.Close()
-	body, _ := io.ReadAll(io.LimitReader(resp.Body, maxProbeOutput))
-	if resp.StatusCode >= 200 && resp.StatusCode < 400 {
-		return probeOutcome{ok: true, output: string(body)}
-	}
-	return probeOutcome{output: fmt.Sprintf("HTTP probe failed with statuscode: %d", resp.StatusCode)}
 }
 
 // tcpSocket connects to the port, as kubelet's TCP prober.

@@ -220,7 +220,9 @@ func TestChecks(t *testing.T) {
 		{"http unknown port name", func() probeOutcome {
 			return tg.httpGet(ctx, &corev1.HTTPGetAction{Port: intstr.FromString("nope")}, time.Second)
 		}, false, true, "couldn't find port"},
-		{"tcp open", func() probeOutcome { return tg.tcpSocket(ctx, &corev1.TCPSocketAction{Port: intstr.FromInt(port)}, time.Second) }, true, false, ""},
+		{"tcp open", func() probeOutcome {
+			return tg.tcpSocket(ctx, &corev1.TCPSocketAction{Port: intstr.FromInt(port)}, time.Second)
+		}, true, false, ""},
 		{"tcp closed", func() probeOutcome {
 			return tg.tcpSocket(ctx, &corev1.TCPSocketAction{Port: intstr.FromInt(closedPort)}, time.Second)
 		}, false, false, "connection refused"},

@@ -56,7 +56,7 @@ func (w *worker) syncProbes(ctx context.Context, pod *corev1.Pod, insts []instan
 			grace = time.Duration(*pr.TerminationGracePeriodSeconds) * time.Second
 		}
 		go func() {
-			w.p.kill(ctx, in.ID, grace)
+			w.killContainer(ctx, pod, c, in, grace)
 			w.wake()
 		}()
 	}

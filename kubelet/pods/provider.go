@@ -69,6 +69,12 @@ type Config struct {
 	// NodeAllocatable is the node's allocatable resources: the value of a
 	// resourceFieldRef to an unset limit.
 	NodeAllocatable corev1.ResourceList
+	// Finalize, if set, is called once a deleted pod's containers have all
+	// exited and everything of it is removed, to delete it from the API at
+	// once (kubelet's status manager does, with grace 0 and the pod's UID
+	// as precondition); virtual-kubelet alone would wait the whole grace
+	// period. A pod already gone is no error.
+	Finalize func(ctx context.Context, namespace, name string, uid types.UID) error
 }
 
 // Network attaches pods' network namespaces to the pod network; the agent

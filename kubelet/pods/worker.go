@@ -60,6 +60,11 @@ type worker struct {
 	refreshAt   time.Time            // when volumes change next (zero: never)
 	probes      map[string]*probeSet // by container name; the worker goroutine's
 
+	// hookCtx ends when the pod is deleted: a postStart hook running then
+	// is cut short.
+	hookCtx    context.Context
+	hookCancel context.CancelFunc
+
 	kick chan struct{}
 }
 
@@ -71,6 +76,7 @@ func newWorker(p *Provider, pod *corev1.Pod, withSpec bool) *worker {
 	if withSpec {
 		w.pod = pod.DeepCopy()
 	}
+	w.hookCtx, w.hookCancel = context.WithCancel(context.Background())
 	go w.run()
 	return w
 }
@@ -105,6 +111,7 @@ func (w *worker) terminate(grace time.Duration) {
 	w.mu.Lock()
 	w.terminating, w.grace = true, grace
 	w.mu.Unlock()
+	w.hookCancel()
 	w.wake()
 }
 
@@ -302,6 +309,17 @@ func (w *worker) ensure(ctx context.Context, pod *corev1.Pod, c *corev1.Containe
 		w.p.events.Event(pod, corev1.EventTypeWarning, "Failed", err.Error())
 		return 10 * time.Second
 	}
+	if c.Lifecycle != nil && c.Lifecycle.PostStart != nil {
+		insts, err := w.p.instances(ctx, w.uid, w.wake)
+		if err == nil {
+			if runs := (&view{instances: insts}).runs(c.Name); len(runs) > 0 && runs[0].Running {
+				if err := w.postStart(w.p.ctx(w.hookCtx), pod, c, runs[0]); err != nil {
+					w.setWaiting(pod, c.Name, "PostStartHookError", err.Error())
+					return time.Second
+				}
+			}
+		}
+	}
 	w.clearWaiting(c.Name)
 	return time.Minute
 }
@@ -382,7 +400,11 @@ func (w *worker) stop(ctx context.Context, insts []instance, grace time.Duration
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			w.p.kill(ctx, in.ID, grace)
+			var c *corev1.Container
+			if spec != nil {
+				c = specContainer(spec, in.Name)
+			}
+			w.killContainer(ctx, spec, c, in, grace)
 		}()
 	}
 	wg.Wait()
@@ -428,6 +450,11 @@ func (w *worker) stop(ctx context.Context, insts []instance, grace time.Duration
 		w.publish(pod, final)
 	}
 	w.p.removed(w.uid)
+	if w.pod != nil && w.p.cfg.Finalize != nil {
+		if err := w.p.cfg.Finalize(ctx, pod.Namespace, pod.Name, pod.UID); err != nil {
+			w.log.WithError(err).Warn("delete the finished pod from the API")
+		}
+	}
 }
 
 // logFor returns the log file of container name (its previous run's with
