@@ -133,7 +133,9 @@ func (v *view) containerStatus(c *corev1.Container, init bool, pendingReason str
 	if prev != nil && prev.Exited {
 		st.LastTerminationState.Terminated = terminated(*prev)
 	}
-	_ = init
+	if init && st.State.Terminated != nil && st.State.Terminated.ExitCode == 0 {
+		st.Ready = true // kubelet: an init container that completed is ready
+	}
 	return st
 }
 
