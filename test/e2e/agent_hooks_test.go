@@ -99,7 +99,9 @@ func TestAgentHooks(t *testing.T) {
 		{"prestop-uk", 0, 18 * time.Second},
 		{"prestop-http-closed", 0, 15 * time.Second},
 	} {
-		if d := c.deleteAndTime(ctx, t, tc.name); d < tc.min || d > tc.max {
+		d := c.deleteAndTime(ctx, t, tc.name)
+		t.Logf("deleting %s took %s", tc.name, d.Round(100*time.Millisecond))
+		if d < tc.min || d > tc.max {
 			t.Errorf("deleting %s took %s, want %s…%s", tc.name, d.Round(100*time.Millisecond), tc.min, tc.max)
 		}
 	}
