@@ -160,6 +160,18 @@ func (v *view) status() corev1.PodStatus {
 	if !v.started.IsZero() {
 		st.StartTime = ptr(metav1.NewTime(v.started))
 	}
+	if v.failed != nil && len(v.instances) == 0 {
+		// Rejected before anything ran, as kubelet's rejectPod shows it:
+		// phase, reason and message, no container statuses (so kubectl's
+		// STATUS column is the reason, not ContainerCreating).
+		rej := corev1.PodStatus{Phase: corev1.PodFailed, Reason: v.failed.Reason, Message: v.failed.Message, QOSClass: st.QOSClass}
+		for _, c := range pod.Status.Conditions {
+			if c.Type == corev1.PodScheduled {
+				rej.Conditions = append(rej.Conditions, c)
+			}
+		}
+		return rej
+	}
 
 	policy := pod.Spec.RestartPolicy
 	initDone, initFailed := true, false

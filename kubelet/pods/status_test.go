@@ -99,11 +99,14 @@ func TestStatus(t *testing.T) {
 			waiting: map[string]waiting{"a": {"ErrImagePull", "not found"}}, phase: corev1.PodPending, initDone: true,
 			stateOf: map[string]string{"a": "Waiting:ErrImagePull"}},
 		{name: "rejected", pod: pod(corev1.RestartPolicyAlways, nil, "a"), failed: &waiting{"OutOfmemory", "no"},
-			phase: corev1.PodFailed, initDone: true, stateOf: map[string]string{"a": "Waiting:ContainerCreating"}},
+			phase: corev1.PodFailed, initDone: false, stateOf: map[string]string{}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			v := &view{pod: tc.pod, instances: tc.insts, waiting: tc.waiting, failed: tc.failed, probes: tc.probes}
 			st := v.status()
+			if tc.failed != nil && (st.Reason != tc.failed.Reason || st.Message != tc.failed.Message || len(st.ContainerStatuses) != 0) {
+				t.Errorf("rejected: reason %q, message %q, %d container statuses", st.Reason, st.Message, len(st.ContainerStatuses))
+			}
 			if st.Phase != tc.phase {
 				t.Errorf("phase = %s, want %s", st.Phase, tc.phase)
 			}

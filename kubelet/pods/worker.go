@@ -183,6 +183,8 @@ func (w *worker) reconcile(ctx context.Context, pod *corev1.Pod, insts []instanc
 			running := w.running
 			w.mu.Unlock()
 			if r := w.p.cfg.Admit(pod, running); r != nil {
+				// Decided once: one event, as kubelet's rejectPod.
+				w.admitted = true
 				w.failed = &waiting{Reason: r.Reason, Message: r.Message}
 				w.p.events.Event(pod, corev1.EventTypeWarning, r.Reason, r.Message)
 				return time.Hour

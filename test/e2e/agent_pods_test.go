@@ -328,5 +328,27 @@ func TestAgentPods(t *testing.T) {
 		if got.Status.Reason != "OutOfmemory" || !strings.Contains(got.Status.Message, "Node didn't have enough resource: memory") {
 			t.Errorf("toobig: reason %q message %q", got.Status.Reason, got.Status.Message)
 		}
+		// As kubelet shows it: no container statuses (kubectl's STATUS is
+		// the reason), one event.
+		if len(got.Status.ContainerStatuses) != 0 {
+			t.Errorf("toobig: container statuses %+v", got.Status.ContainerStatuses)
+		}
+		// Updating the pod makes the agent sync it again: no second event.
+		got.Labels["touched"] = "yes"
+		if _, err := c.kube.CoreV1().Pods("default").Update(ctx, got, metav1.UpdateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		c.waitPod(t, "toobig", 30*time.Second, func(p *corev1.Pod) bool { return p.Labels["touched"] == "yes" })
+		evs, err := c.kube.CoreV1().Events("default").List(ctx, metav1.ListOptions{FieldSelector: "involvedObject.name=toobig,reason=OutOfmemory"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		n := int32(0)
+		for _, e := range evs.Items {
+			n += max(e.Count, 1)
+		}
+		if n != 1 {
+			t.Errorf("toobig: %d OutOfmemory events, want 1", n)
+		}
 	})
 }
