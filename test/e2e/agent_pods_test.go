@@ -333,20 +333,26 @@ func TestAgentPods(t *testing.T) {
 		if len(got.Status.ContainerStatuses) != 0 {
 			t.Errorf("toobig: container statuses %+v", got.Status.ContainerStatuses)
 		}
+		count := func(ctx context.Context) int32 {
+			evs, err := c.kube.CoreV1().Events("default").List(ctx, metav1.ListOptions{FieldSelector: "involvedObject.name=toobig,reason=OutOfmemory"})
+			if err != nil {
+				t.Fatal(err)
+			}
+			n := int32(0)
+			for _, e := range evs.Items {
+				n += max(e.Count, 1)
+			}
+			return n
+		}
+		waitFor(t, "OutOfmemory event", 30*time.Second, func(ctx context.Context) (bool, error) { return count(ctx) > 0, nil })
 		// Updating the pod makes the agent sync it again: no second event.
 		got.Labels["touched"] = "yes"
 		if _, err := c.kube.CoreV1().Pods("default").Update(ctx, got, metav1.UpdateOptions{}); err != nil {
 			t.Fatal(err)
 		}
 		c.waitPod(t, "toobig", 30*time.Second, func(p *corev1.Pod) bool { return p.Labels["touched"] == "yes" })
-		evs, err := c.kube.CoreV1().Events("default").List(ctx, metav1.ListOptions{FieldSelector: "involvedObject.name=toobig,reason=OutOfmemory"})
-		if err != nil {
-			t.Fatal(err)
-		}
-		n := int32(0)
-		for _, e := range evs.Items {
-			n += max(e.Count, 1)
-		}
+		c.waitEvent(t, "toobig", "OutOfmemory", "", 10*time.Second)
+		n := count(ctx)
 		if n != 1 {
 			t.Errorf("toobig: %d OutOfmemory events, want 1", n)
 		}
