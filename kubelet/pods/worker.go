@@ -168,7 +168,11 @@ func (w *worker) sync(ctx context.Context) (next time.Duration, done bool) {
 	next = w.reconcile(ctx, pod, insts)
 	insts, err = w.p.instances(ctx, w.uid, w.wake)
 	if err == nil {
-		w.syncProbes(ctx, pod, insts)
+		if w.failed == nil {
+			w.syncProbes(ctx, pod, insts)
+		} else {
+			w.stopProbes()
+		}
 		w.publish(pod, insts)
 	}
 	w.releaseIfDone(ctx)
@@ -176,7 +180,7 @@ func (w *worker) sync(ctx context.Context) (next time.Duration, done bool) {
 }
 
 // reconcile starts what should run. It returns when to look again.
-func (w *worker) reconcile(ctx context.Context, pod *corev1.Pod, insts []instance) time.Duration {
+func (w *worker) reconcile(ctx context.Context, pod *corev1.Pod, insts []instance) (next time.Duration) {
 	if !w.admitted {
 		if len(insts) == 0 && w.p.cfg.Admit != nil {
 			w.mu.Lock()
@@ -194,6 +198,14 @@ func (w *worker) reconcile(ctx context.Context, pod *corev1.Pod, insts []instanc
 	}
 	if w.failed != nil {
 		return time.Hour
+	}
+	if d := pod.Spec.ActiveDeadlineSeconds; d != nil && !w.started.IsZero() {
+		left := time.Until(w.started.Add(time.Duration(*d) * time.Second))
+		if left <= 0 {
+			w.deadlineExceeded(ctx, pod, insts)
+			return time.Hour
+		}
+		defer func() { next = min(next, left) }()
 	}
 	if !pod.Spec.HostNetwork && w.netns == "" {
 		p, err := w.p.net.Ensure(string(pod.UID))
@@ -228,7 +240,7 @@ func (w *worker) reconcile(ctx context.Context, pod *corev1.Pod, insts []instanc
 			w.refreshAt = time.Now()
 		}
 	}
-	next := time.Minute
+	next = time.Minute
 	if w.p.volumes != nil && !w.refreshAt.IsZero() && !time.Now().Before(w.refreshAt) {
 		at, err := w.p.volumes.Refresh(ctx, pod)
 		if err != nil {
@@ -521,3 +533,23 @@ func (e *waitErr) Error() string { return e.reason + ": " + e.msg }
 
 var _ = syscall.SIGTERM
 var _ client.Task
+
+// deadlineExceeded fails the pod whose activeDeadlineSeconds has passed, as
+// kubelet does: phase Failed, reason DeadlineExceeded, one event, every
+// running container killed (preStop first) and none run again.
+func (w *worker) deadlineExceeded(ctx context.Context, pod *corev1.Pod, insts []instance) {
+	const msg = "Pod was active on the node longer than the specified deadline"
+	w.failed = &waiting{Reason: "DeadlineExceeded", Message: msg}
+	w.p.events.Event(pod, corev1.EventTypeNormal, "DeadlineExceeded", msg)
+	w.stopProbes()
+	for _, in := range insts {
+		if !in.Running {
+			continue
+		}
+		w.p.events.Event(pod, corev1.EventTypeNormal, "Killing", "Stopping container "+in.Name)
+		go func() {
+			w.killContainer(ctx, pod, specContainer(pod, in.Name), in, podGrace(pod))
+			w.wake()
+		}()
+	}
+}

@@ -107,6 +107,23 @@ func TestAgentPods(t *testing.T) {
 		}
 	})
 
+	t.Run("activeDeadlineSeconds", func(t *testing.T) {
+		t.Parallel()
+		p := newPod("deadline", corev1.RestartPolicyAlways, corev1.Container{Name: "c", Image: c.busybox, Command: sh("exec sleep 3600")})
+		p.Spec.ActiveDeadlineSeconds = ptrTo(int64(3))
+		p.Spec.TerminationGracePeriodSeconds = ptrTo(int64(1))
+		c.create(ctx, t, p)
+		got := c.waitPod(t, "deadline", time.Minute, phase(corev1.PodFailed))
+		if got.Status.Reason != "DeadlineExceeded" || len(got.Status.ContainerStatuses) != 1 {
+			t.Errorf("deadline: status %+v", got.Status)
+		}
+		c.waitPod(t, "deadline", 30*time.Second, func(p *corev1.Pod) bool {
+			st := p.Status.ContainerStatuses
+			return len(st) == 1 && st[0].State.Terminated != nil && st[0].RestartCount == 0
+		})
+		c.waitEvent(t, "deadline", "DeadlineExceeded", "longer than the specified deadline", 10*time.Second)
+	})
+
 	t.Run("crashloop", func(t *testing.T) {
 		t.Parallel()
 		c.create(ctx, t, newPod("crash", corev1.RestartPolicyAlways, corev1.Container{Name: "c", Image: c.busybox, Command: sh("echo run; exit 1")}))
