@@ -536,20 +536,23 @@ var _ client.Task
 
 // deadlineExceeded fails the pod whose activeDeadlineSeconds has passed, as
 // kubelet does: phase Failed, reason DeadlineExceeded, one event, every
-// running container killed (preStop first) and none run again.
+// running container killed (preStop first) and none run again. It blocks
+// until the kills are done, as kubelet's syncTerminatingPod.
 func (w *worker) deadlineExceeded(ctx context.Context, pod *corev1.Pod, insts []instance) {
 	const msg = "Pod was active on the node longer than the specified deadline"
-	w.failed = &waiting{Reason: "DeadlineExceeded", Message: msg}
 	w.p.events.Event(pod, corev1.EventTypeNormal, "DeadlineExceeded", msg)
 	w.stopProbes()
+	// The kills end before the phase turns Failed: virtual-kubelet sends no
+	// status of a pod after it is Failed, so the containers' ends must be in
+	// that one.
+	var wg sync.WaitGroup
 	for _, in := range insts {
 		if !in.Running {
 			continue
 		}
 		w.p.events.Event(pod, corev1.EventTypeNormal, "Killing", "Stopping container "+in.Name)
-		go func() {
-			w.killContainer(ctx, pod, specContainer(pod, in.Name), in, podGrace(pod))
-			w.wake()
-		}()
+		wg.Go(func() { w.killContainer(ctx, pod, specContainer(pod, in.Name), in, podGrace(pod)) })
 	}
+	wg.Wait()
+	w.failed = &waiting{Reason: "DeadlineExceeded", Message: msg}
 }
