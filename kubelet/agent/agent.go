@@ -19,13 +19,19 @@ import (
 
 	"github.com/containerd/containerd/v2/client"
 	"github.com/containerd/log"
+	vklog "github.com/virtual-kubelet/virtual-kubelet/log"
+	vklogrus "github.com/virtual-kubelet/virtual-kubelet/log/logrus"
 	"github.com/virtual-kubelet/virtual-kubelet/node"
 	"github.com/virtual-kubelet/virtual-kubelet/node/api"
 	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/kubernetes/scheme"
 	typedcorev1 "k8s.io/client-go/kubernetes/typed/core/v1"
 	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/cache"
 	"k8s.io/client-go/tools/clientcmd"
 	"k8s.io/client-go/tools/record"
 
@@ -118,6 +124,11 @@ func DefaultConfig() Config {
 
 // Run runs the agent until ctx ends.
 func Run(ctx context.Context, cfg Config) error {
+	// virtual-kubelet logs through its own interface (a no-op by default):
+	// onto the agent's logger, so nothing it says is lost.
+	vkl := vklogrus.FromLogrus(log.G(ctx))
+	vklog.L = vkl
+	ctx = vklog.WithLogger(ctx, vkl)
 	restCfg, err := clientcmd.BuildConfigFromFlags("", cfg.Kubeconfig)
 	if err != nil {
 		return fmt.Errorf("kubeconfig: %w", err)
@@ -214,6 +225,17 @@ func Run(ctx context.Context, cfg Config) error {
 		NodeName: cfg.NodeName, HostIP: ip, Namespace: cfg.Namespace, Runtimes: cfg.Runtimes, PlainHTTP: cfg.PlainHTTP,
 		RegistryConfigDir: cfg.RegistryConfigDir, LogDir: cfg.LogDir, StateDir: cfg.StateDir, RunDir: cfg.RunDir, Logger: logger, LogRotation: cfg.ContainerLog, Admit: admit,
 		Network: network, DNS: dnsConfig(cfg), ObservePull: am.pullObserved,
+		ConfigMaps: getters.configMaps.Lister(), Services: svcInformer.Lister(),
+		NodeAllocatable: status.Node().Status.Allocatable,
+		Finalize: func(ctx context.Context, ns, name string, uid types.UID) error {
+			zero := int64(0)
+			err := kube.CoreV1().Pods(ns).Delete(ctx, name, metav1.DeleteOptions{GracePeriodSeconds: &zero,
+				Preconditions: &metav1.Preconditions{UID: &uid}})
+			if apierrors.IsNotFound(err) || apierrors.IsConflict(err) {
+				return nil // gone, or a new pod of that name
+			}
+			return err
+		},
 	}, cd, kube, getters.secrets.Lister(), recorder, vols)
 	if err != nil {
 		return err
@@ -221,6 +243,10 @@ func Run(ctx context.Context, cfg Config) error {
 	pc, err := node.NewPodController(node.PodControllerConfig{
 		PodClient: kube.CoreV1(), EventRecorder: recorder, Provider: measured{provider, am}, PodInformer: podInformer,
 		SecretInformer: getters.secrets, ConfigMapInformer: getters.configMaps, ServiceInformer: svcInformer,
+		// The provider makes containers' environments itself, as kubelet,
+		// when it starts them: virtual-kubelet's resolution runs before the
+		// pod has an IP and refuses status.podIP.
+		SkipDownwardAPIResolution: true,
 	})
 	if err != nil {
 		return err
@@ -280,6 +306,11 @@ func Run(ctx context.Context, cfg Config) error {
 	defer cancel()
 	go podInformer.Run(ctx.Done())
 	go svcInformer.Run(ctx.Done())
+	// Services' environment variables, KUBERNETES_SERVICE_HOST above all,
+	// need the services read once before pods start, as kubelet waits.
+	if !cache.WaitForCacheSync(ctx.Done(), svcInformer.HasSynced) {
+		return ctx.Err()
+	}
 	go pc.Run(ctx, cfg.Workers) //nolint:errcheck // its error comes through Done/Err
 	select {
 	case <-pc.Ready():

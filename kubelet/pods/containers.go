@@ -221,6 +221,9 @@ func (w *worker) start(ctx context.Context, pod *corev1.Pod, c *corev1.Container
 	if err != nil {
 		return &waitErr{reason: "CreateContainerConfigError", event: "Failed", msg: err.Error(), retry: 30 * time.Second}
 	}
+	if uses := execProbes(c); runtime != p.cfg.Runtimes["runc"] && len(uses) > 0 {
+		return &waitErr{reason: "CreateContainerConfigError", event: "Failed", msg: unikernelExecError(c, uses).Error(), retry: time.Hour}
+	}
 	if err := p.oneVM(ctx, pod, c, runtime); err != nil {
 		return &waitErr{reason: "CreateContainerConfigError", event: "Failed", msg: err.Error(), retry: 30 * time.Second}
 	}
@@ -247,7 +250,9 @@ func (w *worker) start(ctx context.Context, pod *corev1.Pod, c *corev1.Container
 	}
 	specOpts, err := w.specOpts(ctx, pod, c, image, mounts)
 	if err != nil {
-		return &waitErr{reason: "CreateContainerConfigError", event: "Failed", msg: err.Error(), retry: 30 * time.Second}
+		// A configMap, secret or key the environment needs may appear:
+		// tried again as kubelet's pod worker does, every 10 s.
+		return &waitErr{reason: "CreateContainerConfigError", event: "Failed", msg: err.Error(), retry: 10 * time.Second}
 	}
 	cont, err := p.cd.NewContainer(ctx, id,
 		client.WithImage(image),
@@ -479,24 +484,30 @@ func (w *worker) specOpts(ctx context.Context, pod *corev1.Pod, c *corev1.Contai
 	if err != nil {
 		return nil, err
 	}
+	host := hostname(pod, w.p.cfg.DNS.ClusterDomain)
+	vars, err := w.p.env.environment(pod, c, w.ips())
+	if err != nil {
+		return nil, err
+	}
+	command, cargs := expandArgs(c.Command, vars), expandArgs(c.Args, vars)
 	args := append(slices.Clone(ic.Entrypoint), ic.Cmd...)
 	switch {
-	case len(c.Command) > 0:
-		args = append(slices.Clone(c.Command), c.Args...)
-	case len(c.Args) > 0:
-		args = append(slices.Clone(ic.Entrypoint), c.Args...)
+	case len(command) > 0:
+		args = append(command, cargs...)
+	case len(cargs) > 0:
+		args = append(slices.Clone(ic.Entrypoint), cargs...)
 	}
 	if len(args) == 0 {
 		return nil, fmt.Errorf("container %s: no command: the image has none and the pod gives none", c.Name)
 	}
-	opts := []oci.SpecOpts{oci.WithImageConfig(image), oci.WithProcessArgs(args...), oci.WithHostname(pod.Name)}
-	var env []string
-	for _, e := range c.Env {
+	opts := []oci.SpecOpts{oci.WithImageConfig(image), oci.WithProcessArgs(args...), oci.WithHostname(host)}
+	// HOSTNAME first, as containerd's CRI sets it; the pod's env may
+	// override it.
+	env := []string{"HOSTNAME=" + host}
+	for _, e := range vars {
 		env = append(env, e.Name+"="+e.Value)
 	}
-	if len(env) > 0 {
-		opts = append(opts, oci.WithEnv(env))
-	}
+	opts = append(opts, oci.WithEnv(env))
 	if c.WorkingDir != "" {
 		opts = append(opts, oci.WithProcessCwd(c.WorkingDir))
 	}

@@ -67,6 +67,20 @@ type Config struct {
 	// ObservePull, if set, is told how long each image pull took and
 	// whether it failed (the agent's metrics).
 	ObservePull func(d time.Duration, err error)
+	// ConfigMaps and Services are read for containers' environments
+	// (configMapKeyRef, envFrom, the services' variables); nil for none.
+	// Services must have synced once before pods start, as kubelet waits.
+	ConfigMaps corev1listers.ConfigMapLister
+	Services   corev1listers.ServiceLister
+	// NodeAllocatable is the node's allocatable resources: the value of a
+	// resourceFieldRef to an unset limit.
+	NodeAllocatable corev1.ResourceList
+	// Finalize, if set, is called once a deleted pod's containers have all
+	// exited and everything of it is removed, to delete it from the API at
+	// once (kubelet's status manager does, with grace 0 and the pod's UID
+	// as precondition); virtual-kubelet alone would wait the whole grace
+	// period. A pod already gone is no error.
+	Finalize func(ctx context.Context, namespace, name string, uid types.UID) error
 }
 
 // Network attaches pods' network namespaces to the pod network; the agent
@@ -104,6 +118,7 @@ type Provider struct {
 	events  record.EventRecorder
 	net     *podnet.Manager
 	volumes Volumes
+	env     *envSources
 
 	mu      sync.Mutex
 	workers map[types.UID]*worker
@@ -135,6 +150,11 @@ func New(ctx context.Context, cfg Config, cd *client.Client, kube Kube, secrets 
 	p := &Provider{cfg: cfg, cd: cd, kube: kube, secrets: secrets, events: events, volumes: vols,
 		net:     &podnet.Manager{Dir: filepath.Join(cfg.RunDir, "netns")},
 		workers: map[types.UID]*worker{}, waiters: map[string]bool{}}
+	p.env = &envSources{configMaps: cfg.ConfigMaps, secrets: secrets, services: cfg.Services,
+		nodeName: cfg.NodeName, allocatable: cfg.NodeAllocatable}
+	if cfg.HostIP != "" {
+		p.env.hostIPs = []string{cfg.HostIP}
+	}
 	if err := p.recover(ctx); err != nil {
 		return nil, err
 	}

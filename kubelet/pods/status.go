@@ -44,6 +44,9 @@ type view struct {
 	podIPs    []string
 	started   time.Time
 	prev      *corev1.PodStatus // for the conditions' transition times
+	// probes are the probe results of the running containers that have
+	// probes, by name; a running container without is started and ready.
+	probes map[string]probeState
 }
 
 // latest returns the instances of container name, newest attempt first.
@@ -115,7 +118,8 @@ func (v *view) containerStatus(c *corev1.Container, init bool, pendingReason str
 	switch {
 	case latest.Running:
 		st.State.Running = &corev1.ContainerStateRunning{StartedAt: metav1.NewTime(latest.StartedAt)}
-		st.Ready, st.Started = true, ptr(true)
+		ps, probed := v.probes[c.Name]
+		st.Ready, st.Started = !probed || ps.ready, ptr(!probed || ps.started)
 	case isWaiting:
 		st.State.Waiting = &corev1.ContainerStateWaiting{Reason: w.Reason, Message: w.Message}
 		if latest.Exited {
@@ -132,7 +136,9 @@ func (v *view) containerStatus(c *corev1.Container, init bool, pendingReason str
 	if prev != nil && prev.Exited {
 		st.LastTerminationState.Terminated = terminated(*prev)
 	}
-	_ = init
+	if init && st.State.Terminated != nil && st.State.Terminated.ExitCode == 0 {
+		st.Ready = true // kubelet: an init container that completed is ready
+	}
 	return st
 }
 
@@ -156,6 +162,18 @@ func (v *view) status() corev1.PodStatus {
 	}
 	if !v.started.IsZero() {
 		st.StartTime = ptr(metav1.NewTime(v.started))
+	}
+	if v.failed != nil && len(v.instances) == 0 {
+		// Rejected before anything ran, as kubelet's rejectPod shows it:
+		// phase, reason and message, no container statuses (so kubectl's
+		// STATUS column is the reason, not ContainerCreating).
+		rej := corev1.PodStatus{Phase: corev1.PodFailed, Reason: v.failed.Reason, Message: v.failed.Message, QOSClass: st.QOSClass}
+		for _, c := range pod.Status.Conditions {
+			if c.Type == corev1.PodScheduled {
+				rej.Conditions = append(rej.Conditions, c)
+			}
+		}
+		return rej
 	}
 
 	policy := pod.Spec.RestartPolicy

@@ -40,6 +40,9 @@ func TestStatus(t *testing.T) {
 		stateOf   map[string]string // container → Running|Terminated|Waiting:<reason>
 		restarts  map[string]int32
 		lastState map[string]int32 // container → last terminated exit code
+		probes    map[string]probeState
+		readyOf   map[string]bool // containers whose ready is true
+		started   map[string]bool // containers whose started is true
 	}{
 		{name: "nothing yet", pod: pod(corev1.RestartPolicyAlways, nil, "a"), phase: corev1.PodPending, initDone: true,
 			stateOf: map[string]string{"a": "Waiting:ContainerCreating"}},
@@ -73,7 +76,19 @@ func TestStatus(t *testing.T) {
 			stateOf: map[string]string{"i1": "Terminated", "i2": "Running", "a": "Waiting:PodInitializing"}},
 		{name: "init done", pod: pod(corev1.RestartPolicyAlways, []string{"i1"}, "a"),
 			insts: []instance{exited("i1", 0, 0), running("a", 0)}, phase: corev1.PodRunning, ready: true, initDone: true,
-			stateOf: map[string]string{"i1": "Terminated", "a": "Running"}},
+			stateOf: map[string]string{"i1": "Terminated", "a": "Running"}, readyOf: map[string]bool{"i1": true, "a": true},
+			started: map[string]bool{"a": true}},
+		{name: "readiness not passed", pod: pod(corev1.RestartPolicyAlways, nil, "a", "b"),
+			insts: []instance{running("a", 0), running("b", 0)}, probes: map[string]probeState{"a": {started: true}},
+			phase: corev1.PodRunning, initDone: true, stateOf: map[string]string{"a": "Running", "b": "Running"},
+			readyOf: map[string]bool{"b": true}, started: map[string]bool{"a": true, "b": true}},
+		{name: "startup not passed", pod: pod(corev1.RestartPolicyAlways, nil, "a"),
+			insts: []instance{running("a", 0)}, probes: map[string]probeState{"a": {}},
+			phase: corev1.PodRunning, initDone: true, stateOf: map[string]string{"a": "Running"}},
+		{name: "probes passed", pod: pod(corev1.RestartPolicyAlways, nil, "a"),
+			insts: []instance{running("a", 0)}, probes: map[string]probeState{"a": {started: true, ready: true}},
+			phase: corev1.PodRunning, ready: true, initDone: true, stateOf: map[string]string{"a": "Running"},
+			readyOf: map[string]bool{"a": true}, started: map[string]bool{"a": true}},
 		{name: "init fails under Never", pod: pod(corev1.RestartPolicyNever, []string{"i1"}, "a"),
 			insts: []instance{exited("i1", 0, 2)}, phase: corev1.PodFailed,
 			stateOf: map[string]string{"i1": "Terminated", "a": "Waiting:PodInitializing"}},
@@ -84,11 +99,14 @@ func TestStatus(t *testing.T) {
 			waiting: map[string]waiting{"a": {"ErrImagePull", "not found"}}, phase: corev1.PodPending, initDone: true,
 			stateOf: map[string]string{"a": "Waiting:ErrImagePull"}},
 		{name: "rejected", pod: pod(corev1.RestartPolicyAlways, nil, "a"), failed: &waiting{"OutOfmemory", "no"},
-			phase: corev1.PodFailed, initDone: true, stateOf: map[string]string{"a": "Waiting:ContainerCreating"}},
+			phase: corev1.PodFailed, initDone: false, stateOf: map[string]string{}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			v := &view{pod: tc.pod, instances: tc.insts, waiting: tc.waiting, failed: tc.failed}
+			v := &view{pod: tc.pod, instances: tc.insts, waiting: tc.waiting, failed: tc.failed, probes: tc.probes}
 			st := v.status()
+			if tc.failed != nil && (st.Reason != tc.failed.Reason || st.Message != tc.failed.Message || len(st.ContainerStatuses) != 0) {
+				t.Errorf("rejected: reason %q, message %q, %d container statuses", st.Reason, st.Message, len(st.ContainerStatuses))
+			}
 			if st.Phase != tc.phase {
 				t.Errorf("phase = %s, want %s", st.Phase, tc.phase)
 			}
@@ -115,6 +133,12 @@ func TestStatus(t *testing.T) {
 				}
 				if want := tc.stateOf[cs.Name]; got != want {
 					t.Errorf("%s: state %s, want %s", cs.Name, got, want)
+				}
+				if tc.readyOf != nil && cs.Ready != tc.readyOf[cs.Name] {
+					t.Errorf("%s: ready %v, want %v", cs.Name, cs.Ready, tc.readyOf[cs.Name])
+				}
+				if tc.started != nil && cs.State.Running != nil && (cs.Started == nil || *cs.Started != tc.started[cs.Name]) {
+					t.Errorf("%s: started %v, want %v", cs.Name, cs.Started, tc.started[cs.Name])
 				}
 				if cs.RestartCount != tc.restarts[cs.Name] {
 					t.Errorf("%s: restartCount %d, want %d", cs.Name, cs.RestartCount, tc.restarts[cs.Name])

@@ -50,14 +50,20 @@ type worker struct {
 	terminating bool
 	started     time.Time
 	netns       string
-	attached    bool              // to the pod network (or hostNetwork)
-	podIPs      []string          // from the pod network
-	netRetry    time.Time         // when to try the pod network again
-	netDelay    time.Duration     // back-off of failed attachments
-	resolv      string            // the pod's resolv.conf
-	released    bool              // detached from the pod network: the pod ended
-	mounts      map[string]string // volume name → host path
-	refreshAt   time.Time         // when volumes change next (zero: never)
+	attached    bool                 // to the pod network (or hostNetwork)
+	podIPs      []string             // from the pod network
+	netRetry    time.Time            // when to try the pod network again
+	netDelay    time.Duration        // back-off of failed attachments
+	resolv      string               // the pod's resolv.conf
+	released    bool                 // detached from the pod network: the pod ended
+	mounts      map[string]string    // volume name → host path
+	refreshAt   time.Time            // when volumes change next (zero: never)
+	probes      map[string]*probeSet // by container name; the worker goroutine's
+
+	// hookCtx ends when the pod is deleted: a postStart hook running then
+	// is cut short.
+	hookCtx    context.Context
+	hookCancel context.CancelFunc
 
 	kick chan struct{}
 }
@@ -65,10 +71,12 @@ type worker struct {
 func newWorker(p *Provider, pod *corev1.Pod, withSpec bool) *worker {
 	w := &worker{p: p, uid: pod.UID, skel: pod.DeepCopy(), kick: make(chan struct{}, 1),
 		waiting: map[string]waiting{}, pullBackoff: map[string]time.Time{}, pullDelay: map[string]time.Duration{},
-		log: log.L.WithField("pod", pod.Namespace+"/"+pod.Name)}
+		probes: map[string]*probeSet{},
+		log:    log.L.WithField("pod", pod.Namespace+"/"+pod.Name)}
 	if withSpec {
 		w.pod = pod.DeepCopy()
 	}
+	w.hookCtx, w.hookCancel = context.WithCancel(context.Background())
 	go w.run()
 	return w
 }
@@ -103,6 +111,7 @@ func (w *worker) terminate(grace time.Duration) {
 	w.mu.Lock()
 	w.terminating, w.grace = true, grace
 	w.mu.Unlock()
+	w.hookCancel()
 	w.wake()
 }
 
@@ -159,6 +168,11 @@ func (w *worker) sync(ctx context.Context) (next time.Duration, done bool) {
 	next = w.reconcile(ctx, pod, insts)
 	insts, err = w.p.instances(ctx, w.uid, w.wake)
 	if err == nil {
+		if w.failed == nil {
+			w.syncProbes(ctx, pod, insts)
+		} else {
+			w.stopProbes()
+		}
 		w.publish(pod, insts)
 	}
 	w.releaseIfDone(ctx)
@@ -166,13 +180,15 @@ func (w *worker) sync(ctx context.Context) (next time.Duration, done bool) {
 }
 
 // reconcile starts what should run. It returns when to look again.
-func (w *worker) reconcile(ctx context.Context, pod *corev1.Pod, insts []instance) time.Duration {
+func (w *worker) reconcile(ctx context.Context, pod *corev1.Pod, insts []instance) (next time.Duration) {
 	if !w.admitted {
 		if len(insts) == 0 && w.p.cfg.Admit != nil {
 			w.mu.Lock()
 			running := w.running
 			w.mu.Unlock()
 			if r := w.p.cfg.Admit(pod, running); r != nil {
+				// Decided once: one event, as kubelet's rejectPod.
+				w.admitted = true
 				w.failed = &waiting{Reason: r.Reason, Message: r.Message}
 				w.p.events.Event(pod, corev1.EventTypeWarning, r.Reason, r.Message)
 				return time.Hour
@@ -182,6 +198,14 @@ func (w *worker) reconcile(ctx context.Context, pod *corev1.Pod, insts []instanc
 	}
 	if w.failed != nil {
 		return time.Hour
+	}
+	if d := pod.Spec.ActiveDeadlineSeconds; d != nil && !w.started.IsZero() {
+		left := time.Until(w.started.Add(time.Duration(*d) * time.Second))
+		if left <= 0 {
+			w.deadlineExceeded(ctx, pod, insts)
+			return time.Hour
+		}
+		defer func() { next = min(next, left) }()
 	}
 	if !pod.Spec.HostNetwork && w.netns == "" {
 		p, err := w.p.net.Ensure(string(pod.UID))
@@ -216,7 +240,7 @@ func (w *worker) reconcile(ctx context.Context, pod *corev1.Pod, insts []instanc
 			w.refreshAt = time.Now()
 		}
 	}
-	next := time.Minute
+	next = time.Minute
 	if w.p.volumes != nil && !w.refreshAt.IsZero() && !time.Now().Before(w.refreshAt) {
 		at, err := w.p.volumes.Refresh(ctx, pod)
 		if err != nil {
@@ -299,6 +323,17 @@ func (w *worker) ensure(ctx context.Context, pod *corev1.Pod, c *corev1.Containe
 		w.p.events.Event(pod, corev1.EventTypeWarning, "Failed", err.Error())
 		return 10 * time.Second
 	}
+	if c.Lifecycle != nil && c.Lifecycle.PostStart != nil {
+		insts, err := w.p.instances(ctx, w.uid, w.wake)
+		if err == nil {
+			if runs := (&view{instances: insts}).runs(c.Name); len(runs) > 0 && runs[0].Running {
+				if err := w.postStart(w.p.ctx(w.hookCtx), pod, c, runs[0]); err != nil {
+					w.setWaiting(pod, c.Name, "PostStartHookError", err.Error())
+					return time.Second
+				}
+			}
+		}
+	}
 	w.clearWaiting(c.Name)
 	return time.Minute
 }
@@ -335,7 +370,7 @@ func (w *worker) clearWaiting(name string) {
 func (w *worker) publish(pod *corev1.Pod, insts []instance) {
 	w.mu.Lock()
 	v := &view{pod: pod, instances: insts, waiting: map[string]waiting{}, failed: w.failed,
-		hostIP: w.p.cfg.HostIP, started: w.started, prev: w.status}
+		hostIP: w.p.cfg.HostIP, started: w.started, prev: w.status, probes: w.probeStates()}
 	for k, x := range w.waiting {
 		v.waiting[k] = x
 	}
@@ -364,6 +399,7 @@ func (w *worker) publish(pod *corev1.Pod, insts []instance) {
 // removes its containers, volumes, network namespace and logs, and
 // publishes a final status.
 func (w *worker) stop(ctx context.Context, insts []instance, grace time.Duration) {
+	w.stopProbes()
 	w.mu.Lock()
 	spec := w.pod
 	w.mu.Unlock()
@@ -378,7 +414,11 @@ func (w *worker) stop(ctx context.Context, insts []instance, grace time.Duration
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			w.p.kill(ctx, in.ID, grace)
+			var c *corev1.Container
+			if spec != nil {
+				c = specContainer(spec, in.Name)
+			}
+			w.killContainer(ctx, spec, c, in, grace)
 		}()
 	}
 	wg.Wait()
@@ -425,6 +465,11 @@ func (w *worker) stop(ctx context.Context, insts []instance, grace time.Duration
 		w.publish(pod, final)
 	}
 	w.p.removed(w.uid)
+	if w.pod != nil && w.p.cfg.Finalize != nil {
+		if err := w.p.cfg.Finalize(ctx, pod.Namespace, pod.Name, pod.UID); err != nil {
+			w.log.WithError(err).Warn("delete the finished pod from the API")
+		}
+	}
 }
 
 // logFor returns the log file of container name (its previous run's with
@@ -489,3 +534,26 @@ func (e *waitErr) Error() string { return e.reason + ": " + e.msg }
 
 var _ = syscall.SIGTERM
 var _ client.Task
+
+// deadlineExceeded fails the pod whose activeDeadlineSeconds has passed, as
+// kubelet does: phase Failed, reason DeadlineExceeded, one event, every
+// running container killed (preStop first) and none run again. It blocks
+// until the kills are done, as kubelet's syncTerminatingPod.
+func (w *worker) deadlineExceeded(ctx context.Context, pod *corev1.Pod, insts []instance) {
+	const msg = "Pod was active on the node longer than the specified deadline"
+	w.p.events.Event(pod, corev1.EventTypeNormal, "DeadlineExceeded", msg)
+	w.stopProbes()
+	// The kills end before the phase turns Failed: virtual-kubelet sends no
+	// status of a pod after it is Failed, so the containers' ends must be in
+	// that one.
+	var wg sync.WaitGroup
+	for _, in := range insts {
+		if !in.Running {
+			continue
+		}
+		w.p.events.Event(pod, corev1.EventTypeNormal, "Killing", "Stopping container "+in.Name)
+		wg.Go(func() { w.killContainer(ctx, pod, specContainer(pod, in.Name), in, podGrace(pod)) })
+	}
+	wg.Wait()
+	w.failed = &waiting{Reason: "DeadlineExceeded", Message: msg}
+}

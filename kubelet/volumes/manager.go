@@ -19,6 +19,8 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/types"
+
+	"github.com/feather-edge/feather/kubelet/downward"
 )
 
 // DefaultResyncPeriod is how often Refresh asks to be called again for a pod with configMap, secret, downwardAPI
@@ -532,9 +534,9 @@ func (m *Manager) addDownward(pod *corev1.Pod, pl payload, items []corev1.Downwa
 		)
 		switch {
 		case it.FieldRef != nil && it.ResourceFieldRef == nil:
-			val, err = fieldValue(pod, m.NodeName, it.FieldRef)
+			val, err = downward.FieldValue(pod, m.NodeName, it.FieldRef)
 		case it.ResourceFieldRef != nil && it.FieldRef == nil:
-			val, err = resourceValue(pod, m.NodeAllocatable, it.ResourceFieldRef)
+			val, err = downward.ResourceValue(pod, m.NodeAllocatable, it.ResourceFieldRef)
 		default:
 			err = fmt.Errorf("set exactly one of fieldRef and resourceFieldRef: %w", errdefs.ErrInvalidArgument)
 		}

@@ -12,6 +12,8 @@ import (
 	"github.com/containerd/errdefs"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 	corev1 "k8s.io/api/core/v1"
+
+	"github.com/feather-edge/feather/kubelet/downward"
 )
 
 // Mounts returns the OCI bind mounts for the volumeMounts of container c of pod, in their order, given the host
@@ -232,10 +234,10 @@ func expandSubPathExpr(pod *corev1.Pod, c *corev1.Container, expr string) (strin
 	for _, e := range c.Env {
 		switch {
 		case e.ValueFrom == nil:
-			env[e.Name] = expand(e.Value, func(name string) (string, bool) { v, ok := env[name]; return v, ok })
+			env[e.Name] = downward.Expand(e.Value, func(name string) (string, bool) { v, ok := env[name]; return v, ok })
 			delete(unknown, e.Name)
 		case e.ValueFrom.FieldRef != nil:
-			v, err := fieldValue(pod, pod.Spec.NodeName, e.ValueFrom.FieldRef)
+			v, err := downward.FieldValue(pod, pod.Spec.NodeName, e.ValueFrom.FieldRef)
 			if err != nil {
 				unknown[e.Name] = err.Error()
 				delete(env, e.Name)
@@ -249,7 +251,7 @@ func expandSubPathExpr(pod *corev1.Pod, c *corev1.Container, expr string) (strin
 		}
 	}
 	var bad []string
-	out := expand(expr, func(name string) (string, bool) {
+	out := downward.Expand(expr, func(name string) (string, bool) {
 		if v, ok := env[name]; ok {
 			return v, true
 		}
@@ -265,39 +267,4 @@ func expandSubPathExpr(pod *corev1.Pod, c *corev1.Container, expr string) (strin
 			expr, strings.Join(bad, "; "), errdefs.ErrInvalidArgument)
 	}
 	return out, nil
-}
-
-// expand replaces $(NAME) in s by mapping's value, with Kubernetes' rules: $$ is a literal $, and a reference
-// mapping does not know, or an unclosed $(, stays as written. Hand-written because Kubernetes keeps its version in
-// k8s.io/kubernetes/third_party, which cannot be imported.
-func expand(s string, mapping func(string) (string, bool)) string {
-	var b strings.Builder
-	for i := 0; i < len(s); i++ {
-		if s[i] != '$' || i+1 == len(s) {
-			b.WriteByte(s[i])
-			continue
-		}
-		switch s[i+1] {
-		case '$':
-			b.WriteByte('$')
-			i++
-		case '(':
-			end := strings.IndexByte(s[i+2:], ')')
-			if end < 0 {
-				b.WriteString("$(")
-				i++
-				continue
-			}
-			name := s[i+2 : i+2+end]
-			if v, ok := mapping(name); ok {
-				b.WriteString(v)
-			} else {
-				b.WriteString("$(" + name + ")")
-			}
-			i += 2 + end
-		default:
-			b.WriteByte('$')
-		}
-	}
-	return b.String()
 }

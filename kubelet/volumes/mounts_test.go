@@ -198,25 +198,3 @@ func TestMountsOrderAndMany(t *testing.T) {
 		t.Fatalf("no volumeMounts: %v, %v", got, err)
 	}
 }
-
-func TestExpand(t *testing.T) {
-	vars := map[string]string{"A": "a", "EMPTY": ""}
-	lookup := func(n string) (string, bool) { v, ok := vars[n]; return v, ok }
-	for _, tc := range []struct{ in, want string }{
-		{"plain", "plain"},
-		{"$(A)", "a"},
-		{"x-$(A)-$(A)", "x-a-a"},
-		{"$(EMPTY)x", "x"},
-		{"$$(A)", "$(A)"},
-		{"$$", "$"},
-		{"$", "$"},
-		{"a$b", "a$b"},
-		{"$(UNKNOWN)", "$(UNKNOWN)"},
-		{"$(A", "$(A"},
-		{"$(A)$", "a$"},
-	} {
-		if got := expand(tc.in, lookup); got != tc.want {
-			t.Errorf("expand(%q) = %q, want %q", tc.in, got, tc.want)
-		}
-	}
-}

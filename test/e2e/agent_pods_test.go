@@ -107,6 +107,23 @@ func TestAgentPods(t *testing.T) {
 		}
 	})
 
+	t.Run("activeDeadlineSeconds", func(t *testing.T) {
+		t.Parallel()
+		p := newPod("deadline", corev1.RestartPolicyAlways, corev1.Container{Name: "c", Image: c.busybox, Command: sh("exec sleep 3600")})
+		p.Spec.ActiveDeadlineSeconds = ptrTo(int64(3))
+		p.Spec.TerminationGracePeriodSeconds = ptrTo(int64(1))
+		c.create(ctx, t, p)
+		got := c.waitPod(t, "deadline", time.Minute, phase(corev1.PodFailed))
+		if got.Status.Reason != "DeadlineExceeded" || len(got.Status.ContainerStatuses) != 1 {
+			t.Errorf("deadline: status %+v", got.Status)
+		}
+		c.waitPod(t, "deadline", 30*time.Second, func(p *corev1.Pod) bool {
+			st := p.Status.ContainerStatuses
+			return len(st) == 1 && st[0].State.Terminated != nil && st[0].RestartCount == 0
+		})
+		c.waitEvent(t, "deadline", "DeadlineExceeded", "longer than the specified deadline", 10*time.Second)
+	})
+
 	t.Run("crashloop", func(t *testing.T) {
 		t.Parallel()
 		c.create(ctx, t, newPod("crash", corev1.RestartPolicyAlways, corev1.Container{Name: "c", Image: c.busybox, Command: sh("echo run; exit 1")}))
@@ -327,6 +344,34 @@ func TestAgentPods(t *testing.T) {
 		got := c.waitPod(t, "toobig", time.Minute, phase(corev1.PodFailed))
 		if got.Status.Reason != "OutOfmemory" || !strings.Contains(got.Status.Message, "Node didn't have enough resource: memory") {
 			t.Errorf("toobig: reason %q message %q", got.Status.Reason, got.Status.Message)
+		}
+		// As kubelet shows it: no container statuses (kubectl's STATUS is
+		// the reason), one event.
+		if len(got.Status.ContainerStatuses) != 0 {
+			t.Errorf("toobig: container statuses %+v", got.Status.ContainerStatuses)
+		}
+		count := func(ctx context.Context) int32 {
+			evs, err := c.kube.CoreV1().Events("default").List(ctx, metav1.ListOptions{FieldSelector: "involvedObject.name=toobig,reason=OutOfmemory"})
+			if err != nil {
+				t.Fatal(err)
+			}
+			n := int32(0)
+			for _, e := range evs.Items {
+				n += max(e.Count, 1)
+			}
+			return n
+		}
+		waitFor(t, "OutOfmemory event", 30*time.Second, func(ctx context.Context) (bool, error) { return count(ctx) > 0, nil })
+		// Updating the pod makes the agent sync it again: no second event.
+		got.Labels["touched"] = "yes"
+		if _, err := c.kube.CoreV1().Pods("default").Update(ctx, got, metav1.UpdateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		c.waitPod(t, "toobig", 30*time.Second, func(p *corev1.Pod) bool { return p.Labels["touched"] == "yes" })
+		c.waitEvent(t, "toobig", "OutOfmemory", "", 10*time.Second)
+		n := count(ctx)
+		if n != 1 {
+			t.Errorf("toobig: %d OutOfmemory events, want 1", n)
 		}
 	})
 }
