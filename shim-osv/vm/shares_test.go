@@ -2,6 +2,7 @@ package vm
 
 import (
 	"context"
+	"errors"
 	"os"
 	"path/filepath"
 	"sort"
@@ -49,6 +50,9 @@ func tree(t *testing.T, dst string) map[string]string {
 	t.Helper()
 	out := map[string]string{}
 	err := filepath.Walk(dst, func(p string, fi os.FileInfo, err error) error {
+		if errors.Is(err, os.ErrNotExist) || strings.HasPrefix(filepath.Base(p), ".tmp-") {
+			return nil // a file the refresh is renaming into place right now
+		}
 		if err != nil {
 			return err
 		}
