@@ -121,7 +121,7 @@ func FuzzRoundTrip(f *testing.F) {
 	f.Add("/ü", "\t", "A_B", "")
 	f.Fuzz(func(t *testing.T, prog, arg, key, value string) {
 		if prog == "" || strings.HasPrefix(prog, "-") || key == "" || strings.Contains(key, "=") || strings.HasPrefix(key, ArgVarPrefix) {
-			t.Skip() // not a program, not a variable: Render refuses these, tested above
+			return // not a program, not a variable: Render refuses these, tested above
 		}
 		args := []string{prog, arg}
 		env := []string{key + "=" + value}

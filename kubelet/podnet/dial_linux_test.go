@@ -4,21 +4,19 @@ import (
 	"context"
 	"io"
 	"net"
-	"os"
 	"testing"
 	"time"
 
 	"github.com/containerd/errdefs"
 
+	"github.com/feather-edge/feather/internal/prereq"
 	"github.com/feather-edge/feather/shim-osv/netns"
 )
 
 // TestDial reaches a server that listens on the loopback of a pod's
 // namespace only, which the agent's own namespace cannot reach.
 func TestDial(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Skip("needs root")
-	}
+	prereq.Root(t)
 	m := &Manager{Dir: t.TempDir()}
 	p, err := m.Ensure("pod-dial")
 	if err != nil {
