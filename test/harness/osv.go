@@ -26,13 +26,9 @@ const (
 // are test data: read them there, never copy them into the project.
 func RealOSv(t T) string {
 	t.Helper()
-	shared, err := prereq.SharedDir()
-	Prerequisite(t, err == nil, fmt.Sprintf("the real OSv %s (../shared/osv beside the checkout): %v", RealOSvVersion, err))
-	dir := filepath.Join(shared, "osv", RealOSvVersion)
-	for _, f := range []string{"usr.img", "loader-stripped.elf"} {
-		_, err := os.Stat(filepath.Join(dir, f))
-		Prerequisite(t, err == nil, fmt.Sprintf("the real OSv %s is not at %s: %v", RealOSvVersion, dir, err))
-	}
+	dir := prereq.OSv(t, RealOSvVersion)
+	_, err := os.Stat(filepath.Join(dir, "loader-stripped.elf"))
+	Prerequisite(t, err == nil, fmt.Sprintf("the real OSv %s kernel: %v", RealOSvVersion, err))
 	return dir
 }
 
