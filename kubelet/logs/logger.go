@@ -5,8 +5,19 @@ import (
 	"io"
 	"net/url"
 	"os"
+	"os/signal"
 	"strconv"
+	"syscall"
+	"time"
 )
+
+// DrainGrace is how long a logger goes on copying the container's output
+// after containerd's shim asks it to stop (SIGTERM): the runc shim sends it
+// as soon as the task is deleted, with the container's last output maybe
+// still in the pipes, and kills the logger 12 s later. The streams usually
+// end at once (the container exited, the shim closed its ends); only a
+// process left holding the pipes makes the logger wait this long.
+const DrainGrace = 10 * time.Second
 
 // The arguments of a logging binary: containerd's shims pass a binary://
 // URI's query as "key value" pairs, in no fixed order.
@@ -68,11 +79,21 @@ func ParseLoggerArgs(args []string) (path string, rot Rotation, err error) {
 // fd 5 (even when it fails: the shim waits for it), then writes both streams
 // to the log file at path, rotated as rot says, until they end.
 //
+// SIGTERM does not stop it: the shim sends it when the task is deleted, and
+// what the container wrote last may still be in the pipes (a container that
+// prints and exits at once lost its whole log that way). The logger drains
+// the streams to their end and closes the file, which writes an unterminated
+// last line; after [DrainGrace] it closes the file with what it has.
+//
 // Rotation happens here, in the one process that writes the file, rather
 // than in the agent: the writer never loses a line to a rename it did not
 // see, it needs no reopen signal (containerd's binary loggers have none) and
 // it goes on while the agent is down or restarting.
 func BinaryLogger(path string, rot Rotation) error {
+	// Before ready: the shim may signal as soon as the logger is ready.
+	term := make(chan os.Signal, 1)
+	signal.Notify(term, syscall.SIGTERM, syscall.SIGINT)
+	defer signal.Stop(term)
 	f, err := OpenRotating(path, rot)
 	ready := os.NewFile(5, "ready")
 	ready.Close()
@@ -89,7 +110,18 @@ func BinaryLogger(path string, rot Rotation) error {
 			done <- struct{}{}
 		}()
 	}
-	<-done
-	<-done
+	var deadline <-chan time.Time
+	for ended := 0; ended < 2; {
+		select {
+		case <-done:
+			ended++
+		case <-term:
+			if deadline == nil {
+				deadline = time.After(DrainGrace)
+			}
+		case <-deadline:
+			return f.Close() // a process still holds the pipes
+		}
+	}
 	return f.Close()
 }

@@ -8,6 +8,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"slices"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -30,6 +31,56 @@ func TestMain(m *testing.M) {
 // it exits once both end.
 func TestBinaryLogger(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "c", "0.log")
+	cmd, stdout, stderr := startLogger(t, path)
+	stdout.WriteString("hello\npartial")
+	stderr.WriteString("oops\n")
+	stdout.Close()
+	stderr.Close()
+	if err := cmd.Wait(); err != nil {
+		t.Fatal(err)
+	}
+	want := []string{"stderr F oops", "stdout F hello", "stdout P partial"}
+	if got := loggedRecords(t, path); !slices.Equal(got, want) {
+		t.Errorf("records = %q, want %q", got, want)
+	}
+}
+
+// TestBinaryLoggerSIGTERM: the runc shim sends SIGTERM as it deletes the
+// task, when the container's last output may still be in the pipes; the
+// logger goes on until the streams end and loses nothing, an unterminated
+// last line included. Here the signal comes before the output, so a logger
+// that obeyed it would lose every line.
+func TestBinaryLoggerSIGTERM(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "c", "0.log")
+	cmd, stdout, stderr := startLogger(t, path)
+	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	var want []string
+	for i := range 200 {
+		fmt.Fprintf(stdout, "line %03d\n", i)
+		want = append(want, fmt.Sprintf("stdout F line %03d", i))
+	}
+	stdout.WriteString("last")
+	stderr.WriteString("bye\n")
+	want = append(want, "stdout P last", "stderr F bye")
+	stdout.Close()
+	stderr.Close()
+	if err := cmd.Wait(); err != nil {
+		t.Fatalf("logger after SIGTERM: %v", err)
+	}
+	slices.Sort(want)
+	if got := loggedRecords(t, path); !slices.Equal(got, want) {
+		t.Errorf("records = %q, want %q", got, want)
+	}
+}
+
+// startLogger runs the test binary as a binary:// logger writing path, as
+// containerd's shim does: stdout on fd 3, stderr on fd 4, fd 5 closed once
+// ready. It returns once the logger is ready, with the write ends of its
+// stdout and stderr.
+func startLogger(t *testing.T, path string) (cmd *exec.Cmd, stdout, stderr *os.File) {
+	t.Helper()
 	var ends [3][2]*os.File // read, write ends of stdout, stderr, ready
 	for i := range ends {
 		r, w, err := os.Pipe()
@@ -39,7 +90,7 @@ func TestBinaryLogger(t *testing.T) {
 		ends[i] = [2]*os.File{r, w}
 		t.Cleanup(func() { r.Close(); w.Close() })
 	}
-	cmd := exec.Command(os.Args[0], "-test.run=^$")
+	cmd = exec.Command(os.Args[0], "-test.run=^$")
 	cmd.Env = append(os.Environ(), "FEATHER_TEST_LOGGER="+path)
 	cmd.ExtraFiles = []*os.File{ends[0][0], ends[1][0], ends[2][1]}
 	cmd.Stderr = os.Stderr
@@ -56,13 +107,13 @@ func TestBinaryLogger(t *testing.T) {
 	case <-time.After(10 * time.Second):
 		t.Fatal("the logger did not close fd 5")
 	}
-	ends[0][1].WriteString("hello\npartial")
-	ends[1][1].WriteString("oops\n")
-	ends[0][1].Close()
-	ends[1][1].Close()
-	if err := cmd.Wait(); err != nil {
-		t.Fatal(err)
-	}
+	return cmd, ends[0][1], ends[1][1]
+}
+
+// loggedRecords returns the records of the log at path as "STREAM TAG
+// CONTENT", sorted (two streams interleave in any order).
+func loggedRecords(t *testing.T, path string) []string {
+	t.Helper()
 	data, err := os.ReadFile(path)
 	if err != nil {
 		t.Fatal(err)
@@ -79,11 +130,8 @@ func TestBinaryLogger(t *testing.T) {
 		}
 		got = append(got, fmt.Sprintf("%s %s %s", r.stream, tag, r.content))
 	}
-	slices.Sort(got) // the two streams interleave in any order
-	want := []string{"stderr F oops", "stdout F hello", "stdout P partial"}
-	if !slices.Equal(got, want) {
-		t.Errorf("records = %q, want %q", got, want)
-	}
+	slices.Sort(got)
+	return got
 }
 
 func TestLoggerArgs(t *testing.T) {
