@@ -211,7 +211,9 @@ func (p *Provider) removeContainer(ctx context.Context, id string) error {
 }
 
 // start creates and starts run attempt of container c.
-func (w *worker) start(ctx context.Context, pod *corev1.Pod, c *corev1.Container, init bool, attempt int) error {
+// extra are spec options added last (an ephemeral container's target PID
+// namespace).
+func (w *worker) start(ctx context.Context, pod *corev1.Pod, c *corev1.Container, init bool, attempt int, extra ...oci.SpecOpts) error {
 	p := w.p
 	image, err := w.image(ctx, pod, c)
 	if err != nil {
@@ -254,6 +256,7 @@ func (w *worker) start(ctx context.Context, pod *corev1.Pod, c *corev1.Container
 		// tried again as kubelet's pod worker does, every 10 s.
 		return &waitErr{reason: "CreateContainerConfigError", event: "Failed", msg: err.Error(), retry: 10 * time.Second}
 	}
+	specOpts = append(specOpts, extra...)
 	cont, err := p.cd.NewContainer(ctx, id,
 		client.WithImage(image),
 		client.WithImageConfigLabels(image),

@@ -148,8 +148,9 @@ func ptr[T any](v T) *T { return &v }
 func (v *view) status() corev1.PodStatus {
 	pod := v.pod
 	st := corev1.PodStatus{
-		HostIP:   v.hostIP,
-		QOSClass: pod.Status.QOSClass,
+		HostIP:             v.hostIP,
+		QOSClass:           pod.Status.QOSClass,
+		ObservedGeneration: pod.Generation,
 	}
 	if v.hostIP != "" {
 		st.HostIPs = []corev1.HostIP{{IP: v.hostIP}}
@@ -167,7 +168,7 @@ func (v *view) status() corev1.PodStatus {
 		// Rejected before anything ran, as kubelet's rejectPod shows it:
 		// phase, reason and message, no container statuses (so kubectl's
 		// STATUS column is the reason, not ContainerCreating).
-		rej := corev1.PodStatus{Phase: corev1.PodFailed, Reason: v.failed.Reason, Message: v.failed.Message, QOSClass: st.QOSClass}
+		rej := corev1.PodStatus{Phase: corev1.PodFailed, Reason: v.failed.Reason, Message: v.failed.Message, QOSClass: st.QOSClass, ObservedGeneration: pod.Generation}
 		for _, c := range pod.Status.Conditions {
 			if c.Type == corev1.PodScheduled {
 				rej.Conditions = append(rej.Conditions, c)
@@ -236,7 +237,7 @@ func (v *view) status() corev1.PodStatus {
 	}
 
 	cond := func(t corev1.PodConditionType, ok bool, reason, msg string) {
-		c := corev1.PodCondition{Type: t, Status: corev1.ConditionFalse, Reason: reason, Message: msg}
+		c := corev1.PodCondition{Type: t, Status: corev1.ConditionFalse, Reason: reason, Message: msg, ObservedGeneration: pod.Generation}
 		if ok {
 			c.Status, c.Reason, c.Message = corev1.ConditionTrue, "", ""
 		}
@@ -250,6 +251,7 @@ func (v *view) status() corev1.PodStatus {
 		}
 		st.Conditions = append(st.Conditions, c)
 	}
+	st.EphemeralContainerStatuses = v.ephemeralStatuses()
 	names := func(n []string) string { return "[" + strings.Join(n, " ") + "]" }
 	cond(corev1.PodScheduled, true, "", "")
 	cond(corev1.PodInitialized, initDone, "ContainersNotInitialized", fmt.Sprintf("containers with incomplete status: %s", names(incompleteInit)))

@@ -277,7 +277,7 @@ func (w *worker) reconcile(ctx context.Context, pod *corev1.Pod, insts []instanc
 			next = d
 		}
 	}
-	return next
+	return min(next, w.ensureEphemeral(ctx, pod, view))
 }
 
 // ensure runs container c unless it runs or has ended for good: a first
