@@ -14,7 +14,8 @@ import (
 // TestAgentParity checks kubelet behaviours of the pod lifecycle: a
 // container that prints and exits at once keeps its whole log, and
 // ephemeral containers (kubectl debug) run in their target's PID namespace,
-// report a status and take exec and logs.
+// report a status and take exec and logs; in a pod running a unikernel
+// they are refused with a reason.
 func TestAgentParity(t *testing.T) {
 	c := newCluster(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 6*time.Minute)
@@ -68,5 +69,24 @@ func TestAgentParity(t *testing.T) {
 		if p := c.pod(ctx, t, "debugged"); p.Status.Phase != corev1.PodRunning || p.Status.ContainerStatuses[0].RestartCount != 0 {
 			t.Errorf("the target pod after debugging: %+v", p.Status)
 		}
+	})
+
+	t.Run("ephemeral container in a unikernel pod", func(t *testing.T) {
+		t.Parallel()
+		c.create(ctx, t, newPod("uk-debugged", corev1.RestartPolicyAlways, corev1.Container{Name: "uk", Image: c.unikernel,
+			Args: []string{"/httpd", "8080"}}))
+		p := c.waitPod(t, "uk-debugged", 2*time.Minute, phase(corev1.PodRunning))
+		p.Spec.EphemeralContainers = append(p.Spec.EphemeralContainers, corev1.EphemeralContainer{
+			EphemeralContainerCommon: corev1.EphemeralContainerCommon{Name: "debugger", Image: c.busybox, Command: sh("sleep 60")},
+			TargetContainerName:      "uk"})
+		if _, err := c.kube.CoreV1().Pods("default").UpdateEphemeralContainers(ctx, "uk-debugged", p, metav1.UpdateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		c.waitPod(t, "uk-debugged", time.Minute, func(p *corev1.Pod) bool {
+			st := p.Status.EphemeralContainerStatuses
+			return len(st) == 1 && st[0].State.Waiting != nil && st[0].State.Waiting.Reason == "CreateContainerConfigError" &&
+				strings.Contains(st[0].State.Waiting.Message, "unikernel")
+		})
+		c.waitEvent(t, "uk-debugged", "Failed", "ephemeral containers are not supported", 10*time.Second)
 	})
 }
