@@ -9,7 +9,7 @@ export GOFLAGS = -trimpath -buildvcs=false
 BINFLAGS = -ldflags='-s -w'
 
 .DEFAULT_GOAL := help
-.PHONY: help deps deps-up guest build lint test bench up down clean
+.PHONY: help deps deps-up deps-conformance guest build lint test bench up down clean
 
 help: ## List the targets
 	@awk 'BEGIN { FS = ":.*## " } /^[a-zA-Z_-]+:.*## / { printf "  %-7s %s\n", $$1, $$2 }' $(MAKEFILE_LIST)
@@ -20,6 +20,10 @@ deps: ## Install Debian packages and build pinned tools into _output/bin (cached
 # What make up's cluster runs, without what only tests need (the upstream kubelet, crictl).
 deps-up:
 	test/tools/deps.sh up
+
+# The upstream e2e suite, _output/bin/e2e.test (big; for make conformance, which is not written yet).
+deps-conformance:
+	test/tools/deps.sh conformance
 
 guest: ## Build the OSv-protocol test guest images into _output/guest (cached; a second run takes seconds)
 	shim-osv/testguest/build.sh

@@ -6,6 +6,8 @@
 #
 #   deps.sh        everything the tests need (make deps, make test)
 #   deps.sh up     only what make up's cluster runs (no kubelet, no crictl)
+#   deps.sh conformance  only the upstream e2e suite, _output/bin/e2e.test (make
+#                  conformance; big, so plain make deps does not build it)
 #
 # It is idempotent: a group of binaries is rebuilt only when its stamp file
 # _output/bin/.stamp-<group> does not hold the group's current key or one of
@@ -118,9 +120,16 @@ trap cleanup EXIT
 
 # What to build: "all" (default) or "up".
 TARGET=${1:-all}
-[[ $TARGET == all || $TARGET == up ]] || die "unknown target $TARGET; usage: deps.sh [up]"
-# wanted GROUP: whether TARGET needs GROUP (make up runs no kubelet, no crictl).
-wanted() { [[ $TARGET == all || ! $1 =~ ^(kubelet|crictl)$ ]]; }
+[[ $TARGET =~ ^(all|up|conformance)$ ]] || die "unknown target $TARGET; usage: deps.sh [up|conformance]"
+# wanted GROUP: whether TARGET needs GROUP (make up runs no kubelet, no crictl;
+# only make conformance builds the e2e suite, and it builds nothing else).
+wanted() {
+	case $TARGET in
+	conformance) [[ $1 == conformance ]] ;;
+	all) [[ $1 != conformance ]] ;;
+	up) [[ ! $1 =~ ^(kubelet|crictl|conformance)$ ]] ;;
+	esac
+}
 
 # heartbeat LABEL: prints every 30 s how long LABEL has been building, so a
 # long build shows it is alive; killed by group when the build ends.
@@ -199,6 +208,14 @@ build_kubelet() {
 		-o "$T/" k8s.io/kubernetes/cmd/kubelet)
 }
 
+# The upstream e2e suite is a test binary: go test -c of k8s.io/kubernetes/test/e2e,
+# pinned by test/tools/conformance/go.mod to the control plane's version.
+build_conformance() {
+	(cd "$ROOT/test/tools/conformance" && "${gobuild_env[@]}" go test -c -trimpath \
+		-ldflags "-s -w -X k8s.io/component-base/version.gitVersion=$KUBE_VERSION -X k8s.io/component-base/version.gitMajor=$KUBE_MAJOR -X k8s.io/component-base/version.gitMinor=$KUBE_MINOR" \
+		-o "$T/e2e.test" k8s.io/kubernetes/test/e2e)
+}
+
 build_coredns() {
 	(cd "$ROOT/test/tools/coredns" && "${gobuild_env[@]}" go build -trimpath -ldflags "-s -w" -o "$T/coredns" .)
 }
@@ -237,6 +254,15 @@ go_tools() {
 		"$fixtools" etcd kube-apiserver kube-scheduler kube-controller-manager kubectl kube-proxy -- build_kube
 	group kubelet "recipe=$RECIPE tools=$sum go=$GOVERSION" "Kubernetes $KUBE_VERSION kubelet" \
 		"$fixtools" kubelet -- build_kubelet
+
+	local cv
+	cv=$(cd "$ROOT/test/tools/conformance" && GOFLAGS=-mod=readonly GOWORK=off go list -m -f '{{.Version}}' k8s.io/kubernetes) ||
+		die "cannot read k8s.io/kubernetes's version from test/tools/conformance/go.mod (see output above); fix: cd test/tools/conformance && go mod tidy"
+	[[ $cv == "$KUBE_VERSION" ]] ||
+		die "test/tools/conformance pins k8s.io/kubernetes $cv but test/tools pins $KUBE_VERSION; fix: pin the same version in both go.mod files"
+	sum=$(cd "$ROOT/test/tools/conformance" && cat go.mod go.sum | sha256sum | cut -d' ' -f1)
+	group conformance "recipe=$RECIPE conformance=$sum go=$GOVERSION" "Kubernetes $KUBE_VERSION e2e suite" \
+		"$fixnet; if the error is in test/tools/conformance, run (cd test/tools/conformance && go mod tidy)" e2e.test -- build_conformance
 
 	local dns
 	dns=$(cd "$ROOT/test/tools/coredns" && GOFLAGS=-mod=readonly GOWORK=off go list -m -f '{{.Version}}' github.com/coredns/coredns) ||
