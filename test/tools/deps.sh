@@ -159,7 +159,11 @@ group() {
 		return
 	fi
 	if ! wanted "$name"; then
-		say "$label skipped (not needed for make $TARGET)"
+		if [[ $name == conformance ]]; then
+			say "$label skipped (only make deps-conformance builds it)"
+		else
+			say "$label skipped (not needed for make $TARGET)"
+		fi
 		return
 	fi
 	say "building $label (${bins[*]}) …"
