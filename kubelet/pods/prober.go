@@ -17,8 +17,17 @@ import (
 func (w *worker) syncProbes(ctx context.Context, pod *corev1.Pod, insts []instance) {
 	v := &view{instances: insts}
 	live := map[string]bool{}
+	// Main containers and sidecars are probed; other init containers not.
+	var probed []*corev1.Container
+	for i := range pod.Spec.InitContainers {
+		if c := &pod.Spec.InitContainers[i]; sidecar(c) {
+			probed = append(probed, c)
+		}
+	}
 	for i := range pod.Spec.Containers {
-		c := &pod.Spec.Containers[i]
+		probed = append(probed, &pod.Spec.Containers[i])
+	}
+	for _, c := range probed {
 		probes := probesOf(c)
 		runs := v.runs(c.Name)
 		if len(probes) == 0 || len(runs) == 0 || !runs[0].Running {
@@ -46,7 +55,7 @@ func (w *worker) syncProbes(ctx context.Context, pod *corev1.Pod, insts []instan
 			continue
 		}
 		msg := fmt.Sprintf("Container %s failed %s probe", c.Name, strings.ToLower(string(kind)))
-		if restarts(pod.Spec.RestartPolicy, false, 137) {
+		if restartsContainer(pod, c, isSidecar(pod, c.Name), 137) {
 			msg += ", will be restarted"
 		}
 		w.p.events.Event(pod, corev1.EventTypeNormal, "Killing", msg)

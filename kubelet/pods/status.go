@@ -75,6 +75,42 @@ func restarts(policy corev1.RestartPolicy, init bool, code int32) bool {
 	}
 }
 
+// sidecar reports whether init container c is a sidecar (KEP-753:
+// restartPolicy Always): it keeps running beside the main containers, is
+// restarted whenever it exits, and takes no part in the phase.
+func sidecar(c *corev1.Container) bool {
+	return c.RestartPolicy != nil && *c.RestartPolicy == corev1.ContainerRestartPolicyAlways
+}
+
+// restartsContainer is restarts for container c of pod: a sidecar is run
+// again whatever its exit code, until the pod's main containers are done.
+func restartsContainer(pod *corev1.Pod, c *corev1.Container, init bool, code int32) bool {
+	if init && sidecar(c) {
+		return true
+	}
+	return restarts(pod.Spec.RestartPolicy, init, code)
+}
+
+// sidecarStarted reports whether a sidecar's latest run lets the next init
+// container start: it runs and its startup probe (if any) has passed.
+func sidecarStarted(runs []instance, ps probeState, probed bool) bool {
+	return len(runs) > 0 && runs[0].Running && (!probed || ps.started)
+}
+
+// mainDone reports whether every main container of pod has ended for good
+// (none will be restarted): the pod is then Succeeded or Failed and its
+// sidecars are stopped.
+func (v *view) mainDone() bool {
+	for i := range v.pod.Spec.Containers {
+		c := &v.pod.Spec.Containers[i]
+		runs := v.runs(c.Name)
+		if len(runs) == 0 || !runs[0].Exited || restarts(v.pod.Spec.RestartPolicy, false, runs[0].ExitCode) {
+			return false
+		}
+	}
+	return true
+}
+
 func terminated(in instance) *corev1.ContainerStateTerminated {
 	reason := in.Reason
 	if reason == "" {
@@ -136,10 +172,21 @@ func (v *view) containerStatus(c *corev1.Container, init bool, pendingReason str
 	if prev != nil && prev.Exited {
 		st.LastTerminationState.Terminated = terminated(*prev)
 	}
-	if init && st.State.Terminated != nil && st.State.Terminated.ExitCode == 0 {
+	if init && !sidecar(c) && st.State.Terminated != nil && st.State.Terminated.ExitCode == 0 {
 		st.Ready = true // kubelet: an init container that completed is ready
 	}
 	return st
+}
+
+// mainStarted reports whether any main container of the pod has run: its
+// init phase is then over for good.
+func (v *view) mainStarted() bool {
+	for i := range v.pod.Spec.Containers {
+		if len(v.runs(v.pod.Spec.Containers[i].Name)) > 0 {
+			return true
+		}
+	}
+	return false
 }
 
 func ptr[T any](v T) *T { return &v }
@@ -179,11 +226,25 @@ func (v *view) status() corev1.PodStatus {
 
 	policy := pod.Spec.RestartPolicy
 	initDone, initFailed := true, false
-	var incompleteInit []string
+	var incompleteInit, unready []string
 	for i := range pod.Spec.InitContainers {
 		c := &pod.Spec.InitContainers[i]
 		cs := v.containerStatus(c, true, "PodInitializing")
 		st.InitContainerStatuses = append(st.InitContainerStatuses, cs)
+		if sidecar(c) {
+			// Counted for readiness like a main container, never for
+			// the phase; initialised once started (kubelet keeps that
+			// after a later restart, as here once a main container ran).
+			if !cs.Ready {
+				unready = append(unready, c.Name)
+			}
+			ps, probed := v.probes[c.Name]
+			if !sidecarStarted(v.runs(c.Name), ps, probed) && !v.mainStarted() {
+				initDone = false
+				incompleteInit = append(incompleteInit, c.Name)
+			}
+			continue
+		}
 		if cs.State.Terminated != nil && cs.State.Terminated.ExitCode == 0 {
 			continue
 		}
@@ -198,7 +259,6 @@ func (v *view) status() corev1.PodStatus {
 		appReason = "ContainerCreating"
 	}
 	allDone, allOK, anyRun := true, true, false
-	var unready []string
 	for i := range pod.Spec.Containers {
 		c := &pod.Spec.Containers[i]
 		cs := v.containerStatus(c, false, appReason)

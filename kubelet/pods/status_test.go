@@ -1,6 +1,7 @@
 package pods
 
 import (
+	"slices"
 	"testing"
 	"time"
 
@@ -19,6 +20,15 @@ func TestStatus(t *testing.T) {
 		}
 		for _, n := range app {
 			p.Spec.Containers = append(p.Spec.Containers, corev1.Container{Name: n, Image: "busybox"})
+		}
+		return p
+	}
+	// sc makes the named init containers of p sidecars.
+	sc := func(p *corev1.Pod, names ...string) *corev1.Pod {
+		for i := range p.Spec.InitContainers {
+			if slices.Contains(names, p.Spec.InitContainers[i].Name) {
+				p.Spec.InitContainers[i].RestartPolicy = ptr(corev1.ContainerRestartPolicyAlways)
+			}
 		}
 		return p
 	}
@@ -95,6 +105,41 @@ func TestStatus(t *testing.T) {
 		{name: "init fails under Always is retried", pod: pod(corev1.RestartPolicyAlways, []string{"i1"}, "a"),
 			insts: []instance{exited("i1", 0, 2)}, phase: corev1.PodPending,
 			stateOf: map[string]string{"i1": "Terminated", "a": "Waiting:PodInitializing"}},
+		{name: "sidecar running: initialised", pod: sc(pod(corev1.RestartPolicyAlways, []string{"s"}, "a"), "s"),
+			insts: []instance{running("s", 0)}, phase: corev1.PodPending, initDone: true,
+			stateOf: map[string]string{"s": "Running", "a": "Waiting:ContainerCreating"}},
+		{name: "sidecar startup not passed: not initialised", pod: sc(pod(corev1.RestartPolicyAlways, []string{"s", "i"}, "a"), "s"),
+			insts: []instance{running("s", 0)}, probes: map[string]probeState{"s": {}}, phase: corev1.PodPending,
+			stateOf: map[string]string{"s": "Running", "i": "Waiting:PodInitializing", "a": "Waiting:PodInitializing"}},
+		{name: "sidecar and init done", pod: sc(pod(corev1.RestartPolicyAlways, []string{"s", "i"}, "a"), "s"),
+			insts: []instance{running("s", 0), exited("i", 0, 0)}, probes: map[string]probeState{"s": {started: true}},
+			phase: corev1.PodPending, initDone: true,
+			stateOf: map[string]string{"s": "Running", "i": "Terminated", "a": "Waiting:ContainerCreating"}},
+		{name: "sidecar not ready: pod not ready", pod: sc(pod(corev1.RestartPolicyAlways, []string{"s"}, "a"), "s"),
+			insts: []instance{running("s", 0), running("a", 0)}, probes: map[string]probeState{"s": {started: true}},
+			phase: corev1.PodRunning, initDone: true, stateOf: map[string]string{"s": "Running", "a": "Running"},
+			readyOf: map[string]bool{"a": true}},
+		{name: "sidecar ready: pod ready", pod: sc(pod(corev1.RestartPolicyAlways, []string{"s"}, "a"), "s"),
+			insts: []instance{running("s", 0), running("a", 0)}, probes: map[string]probeState{"s": {started: true, ready: true}},
+			phase: corev1.PodRunning, ready: true, initDone: true, stateOf: map[string]string{"s": "Running", "a": "Running"},
+			readyOf: map[string]bool{"s": true, "a": true}},
+		{name: "sidecar crashed after main started: still initialised", pod: sc(pod(corev1.RestartPolicyAlways, []string{"s"}, "a"), "s"),
+			insts:   []instance{exited("s", 1, 1), exited("s", 0, 1), running("a", 0)},
+			waiting: map[string]waiting{"s": {"CrashLoopBackOff", "back-off"}}, phase: corev1.PodRunning, initDone: true,
+			stateOf:  map[string]string{"s": "Waiting:CrashLoopBackOff", "a": "Running"},
+			restarts: map[string]int32{"s": 1}, lastState: map[string]int32{"s": 1}, readyOf: map[string]bool{"a": true}},
+		{name: "sidecar failed under Never: retried, pod pending", pod: sc(pod(corev1.RestartPolicyNever, []string{"s"}, "a"), "s"),
+			insts: []instance{exited("s", 0, 1)}, phase: corev1.PodPending,
+			stateOf: map[string]string{"s": "Terminated", "a": "Waiting:PodInitializing"}},
+		{name: "main succeeded, sidecar killed: Succeeded", pod: sc(pod(corev1.RestartPolicyNever, []string{"s"}, "a"), "s"),
+			insts: []instance{exited("s", 0, 137), exited("a", 0, 0)}, phase: corev1.PodSucceeded, initDone: true,
+			stateOf: map[string]string{"s": "Terminated", "a": "Terminated"}},
+		{name: "main succeeded, sidecar running: Succeeded", pod: sc(pod(corev1.RestartPolicyNever, []string{"s"}, "a"), "s"),
+			insts: []instance{running("s", 0), exited("a", 0, 0)}, phase: corev1.PodSucceeded, initDone: true,
+			stateOf: map[string]string{"s": "Running", "a": "Terminated"}},
+		{name: "main failed, sidecar killed: Failed", pod: sc(pod(corev1.RestartPolicyNever, []string{"s"}, "a"), "s"),
+			insts: []instance{exited("s", 0, 137), exited("a", 0, 2)}, phase: corev1.PodFailed, initDone: true,
+			stateOf: map[string]string{"s": "Terminated", "a": "Terminated"}},
 		{name: "image pull error", pod: pod(corev1.RestartPolicyAlways, nil, "a"),
 			waiting: map[string]waiting{"a": {"ErrImagePull", "not found"}}, phase: corev1.PodPending, initDone: true,
 			stateOf: map[string]string{"a": "Waiting:ErrImagePull"}},
@@ -166,5 +211,68 @@ func TestContainerID(t *testing.T) {
 		if got != tc.want || len(got) > 76 {
 			t.Errorf("containerID(%s, %s, %d) = %q (%d chars), want %q", tc.uid, tc.name, tc.attempt, got, len(got), tc.want)
 		}
+	}
+}
+
+func TestSidecarDecisions(t *testing.T) {
+	always := ptr(corev1.ContainerRestartPolicyAlways)
+	pod := &corev1.Pod{}
+	pod.Spec.RestartPolicy = corev1.RestartPolicyNever
+	pod.Spec.InitContainers = []corev1.Container{{Name: "s1", RestartPolicy: always}, {Name: "i"}, {Name: "s2", RestartPolicy: always}}
+	pod.Spec.Containers = []corev1.Container{{Name: "a"}, {Name: "b"}}
+	for _, tc := range []struct {
+		name string
+		c    *corev1.Container
+		init bool
+		code int32
+		want bool
+	}{
+		{"sidecar exit 0 restarts under Never", &pod.Spec.InitContainers[0], true, 0, true},
+		{"sidecar exit 1 restarts under Never", &pod.Spec.InitContainers[0], true, 1, true},
+		{"init exit 1 not restarted under Never", &pod.Spec.InitContainers[1], true, 1, false},
+		{"main exit 0 not restarted under Never", &pod.Spec.Containers[0], false, 0, false},
+	} {
+		if got := restartsContainer(pod, tc.c, tc.init, tc.code); got != tc.want {
+			t.Errorf("%s: restartsContainer = %v, want %v", tc.name, got, tc.want)
+		}
+	}
+	var order []string
+	for _, c := range sidecarsLastFirst(pod) {
+		order = append(order, c.Name)
+	}
+	if !slices.Equal(order, []string{"s2", "s1"}) {
+		t.Errorf("sidecars stopped in order %v, want [s2 s1]", order)
+	}
+	run := func(name string, running bool, code int32) instance {
+		return instance{Name: name, Running: running, Exited: !running, ExitCode: code}
+	}
+	for _, tc := range []struct {
+		name    string
+		policy  corev1.RestartPolicy
+		insts   []instance
+		done    bool
+		started bool // sidecarStarted of s1, without probes
+	}{
+		{"nothing ran", corev1.RestartPolicyNever, nil, false, false},
+		{"one main running", corev1.RestartPolicyNever, []instance{run("s1", true, 0), run("a", false, 0), run("b", true, 0)}, false, true},
+		{"all main ended under Never", corev1.RestartPolicyNever, []instance{run("s1", true, 0), run("a", false, 0), run("b", false, 3)}, true, true},
+		{"failed main restarts under OnFailure", corev1.RestartPolicyOnFailure, []instance{run("a", false, 0), run("b", false, 3)}, false, false},
+		{"all main ended under Always", corev1.RestartPolicyAlways, []instance{run("a", false, 0), run("b", false, 0)}, false, false},
+	} {
+		p := pod.DeepCopy()
+		p.Spec.RestartPolicy = tc.policy
+		v := &view{pod: p, instances: tc.insts}
+		if got := v.mainDone(); got != tc.done {
+			t.Errorf("%s: mainDone = %v, want %v", tc.name, got, tc.done)
+		}
+		if got := sidecarStarted(v.runs("s1"), probeState{}, false); got != tc.started {
+			t.Errorf("%s: sidecarStarted = %v, want %v", tc.name, got, tc.started)
+		}
+	}
+	if sidecarStarted([]instance{run("s1", true, 0)}, probeState{}, true) {
+		t.Error("sidecar with a startup probe not passed counts as started")
+	}
+	if !sidecarStarted([]instance{run("s1", true, 0)}, probeState{started: true}, true) {
+		t.Error("sidecar whose startup probe passed does not count as started")
 	}
 }

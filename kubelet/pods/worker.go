@@ -254,22 +254,45 @@ func (w *worker) reconcile(ctx context.Context, pod *corev1.Pod, insts []instanc
 	}
 	view := &view{pod: pod, instances: insts}
 	policy := pod.Spec.RestartPolicy
+	if view.mainDone() {
+		// The pod ended: its sidecars are stopped, last first, and
+		// not run again (kubelet's terminal pod).
+		w.stopSidecars(ctx, pod, insts, podGrace(pod))
+		return time.Hour
+	}
+	probes := w.probeStates()
+	mainRan := view.mainStarted()
 	for i := range pod.Spec.InitContainers {
 		c := &pod.Spec.InitContainers[i]
 		runs := view.runs(c.Name)
+		if sidecar(c) {
+			// Started in turn, then kept running (restarted with
+			// back-off) beside the later ones and the main containers.
+			d := w.ensure(ctx, pod, c, true, runs)
+			next = min(next, d)
+			ps, probed := probes[c.Name]
+			if !mainRan && !sidecarStarted(runs, ps, probed) {
+				return next // a probe result or the task's start wakes us
+			}
+			continue
+		}
+		if mainRan {
+			continue // the init phase is over; only sidecars are kept
+		}
 		if len(runs) > 0 {
 			l := runs[0]
 			if l.Running || (l.Exited && l.ExitCode == 0) {
 				if l.Running {
-					return time.Minute
+					return min(next, time.Minute)
 				}
 				continue
 			}
 			if l.Exited && !restarts(policy, true, l.ExitCode) {
+				w.stopSidecars(ctx, pod, insts, podGrace(pod))
 				return time.Hour // the pod failed
 			}
 		}
-		return w.ensure(ctx, pod, c, true, runs)
+		return min(next, w.ensure(ctx, pod, c, true, runs))
 	}
 	for i := range pod.Spec.Containers {
 		c := &pod.Spec.Containers[i]
@@ -293,7 +316,7 @@ func (w *worker) ensure(ctx context.Context, pod *corev1.Pod, c *corev1.Containe
 		if !l.Exited {
 			return time.Second // just created
 		}
-		if !restarts(pod.Spec.RestartPolicy, init, l.ExitCode) {
+		if !restartsContainer(pod, c, init, l.ExitCode) {
 			w.clearWaiting(c.Name)
 			return time.Hour
 		}
@@ -403,9 +426,13 @@ func (w *worker) stop(ctx context.Context, insts []instance, grace time.Duration
 	w.mu.Lock()
 	spec := w.pod
 	w.mu.Unlock()
+	// Main containers first, together; then the sidecars, last first,
+	// each with what is left of the grace period (kubelet's
+	// killContainersWithSyncResult for restartable init containers).
+	deadline := time.Now().Add(grace)
 	var wg sync.WaitGroup
 	for _, in := range insts {
-		if !in.Running {
+		if !in.Running || (spec != nil && isSidecar(spec, in.Name)) {
 			continue
 		}
 		if spec != nil {
@@ -422,6 +449,9 @@ func (w *worker) stop(ctx context.Context, insts []instance, grace time.Duration
 		}()
 	}
 	wg.Wait()
+	if spec != nil {
+		w.stopSidecars(ctx, spec, insts, max(time.Until(deadline), minGrace))
+	}
 	// Off the pod network as soon as nothing runs (kubelet's
 	// StopPodSandbox): virtual-kubelet deletes the pod from the API once
 	// its containers are gone, and the agent may be stopped right then.
@@ -470,6 +500,43 @@ func (w *worker) stop(ctx context.Context, insts []instance, grace time.Duration
 			w.log.WithError(err).Warn("delete the finished pod from the API")
 		}
 	}
+}
+
+// isSidecar reports whether name is a sidecar init container of pod.
+func isSidecar(pod *corev1.Pod, name string) bool {
+	for i := range pod.Spec.InitContainers {
+		if pod.Spec.InitContainers[i].Name == name {
+			return sidecar(&pod.Spec.InitContainers[i])
+		}
+	}
+	return false
+}
+
+// stopSidecars kills the running sidecars of pod one by one, in reverse
+// order of the spec, each with its preStop hook, sharing grace.
+func (w *worker) stopSidecars(ctx context.Context, pod *corev1.Pod, insts []instance, grace time.Duration) {
+	deadline := time.Now().Add(grace)
+	v := &view{pod: pod, instances: insts}
+	for _, c := range sidecarsLastFirst(pod) {
+		runs := v.runs(c.Name)
+		if len(runs) == 0 || !runs[0].Running {
+			continue
+		}
+		w.p.events.Event(pod, corev1.EventTypeNormal, "Killing", "Stopping container "+c.Name)
+		w.killContainer(ctx, pod, c, runs[0], max(time.Until(deadline), minGrace))
+	}
+}
+
+// sidecarsLastFirst returns pod's sidecar init containers in the order they
+// are stopped: the reverse of the spec's.
+func sidecarsLastFirst(pod *corev1.Pod) []*corev1.Container {
+	var out []*corev1.Container
+	for i := len(pod.Spec.InitContainers) - 1; i >= 0; i-- {
+		if c := &pod.Spec.InitContainers[i]; sidecar(c) {
+			out = append(out, c)
+		}
+	}
+	return out
 }
 
 // logFor returns the log file of container name (its previous run's with
