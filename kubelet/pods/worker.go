@@ -272,7 +272,10 @@ func (w *worker) reconcile(ctx context.Context, pod *corev1.Pod, insts []instanc
 			next = min(next, d)
 			ps, probed := probes[c.Name]
 			if !mainRan && !sidecarStarted(runs, ps, probed) {
-				return next // a probe result or the task's start wakes us
+				if probed {
+					return next // its startup probe's result wakes us
+				}
+				return min(next, time.Second) // just started: look again soon
 			}
 			continue
 		}
