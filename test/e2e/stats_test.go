@@ -59,6 +59,14 @@ func TestAgentStats(t *testing.T) {
 		c.waitPod(t, name, 3*time.Minute, ready)
 	}
 
+	// A unikernel is Running once QEMU runs, seconds before its program
+	// has written its memory under TCG on a machine whose cores the burners
+	// take: the guest says when every page is written.
+	waitFor(t, "uk-mem's guest to write its 100 MiB", 3*time.Minute, func(ctx context.Context) (bool, error) {
+		out, err := c.logs(ctx, "uk-mem", &corev1.PodLogOptions{})
+		return err == nil && strings.Contains(out, "allocated 100 MiB"), nil
+	})
+
 	// Bytes sent from a pod: the test fetches disk's file over the pod
 	// network once the container has written it.
 	diskPod := c.pod(ctx, t, "disk")
