@@ -233,6 +233,11 @@ func (p *Provider) collect(ctx context.Context) error {
 			return err
 		}
 	}
+	// After the unmounts: the view snapshots of image volumes of pods
+	// that are gone.
+	if err := p.removeImageVolumes(p.ctx(ctx), func(uid types.UID) bool { return !keep[uid] }); err != nil {
+		log.G(ctx).WithError(err).Warn("remove the image volumes of pods that are gone")
+	}
 	return nil
 }
 

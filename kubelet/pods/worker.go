@@ -468,6 +468,8 @@ func (w *worker) stop(ctx context.Context, insts []instance, grace time.Duration
 	if w.p.volumes != nil {
 		if err := w.p.volumes.Teardown(ctx, w.uid); err != nil {
 			w.log.WithError(err).Warn("remove volumes")
+		} else if err := w.p.removeImageVolumes(ctx, func(uid types.UID) bool { return uid == w.uid }); err != nil {
+			w.log.WithError(err).Warn("remove image volume snapshots")
 		}
 	}
 	if detached {
