@@ -618,14 +618,21 @@ func (w *worker) deadlineExceeded(ctx context.Context, pod *corev1.Pod, insts []
 	// The kills end before the phase turns Failed: virtual-kubelet sends no
 	// status of a pod after it is Failed, so the containers' ends must be in
 	// that one.
+	// Sidecar init containers are killed too, after the main and regular
+	// init containers, last first, as on deletion (kubelet's
+	// killPodWithSyncResult for a terminal pod); w.failed keeps any of them
+	// from being started again.
+	grace := podGrace(pod)
+	deadline := time.Now().Add(grace)
 	var wg sync.WaitGroup
 	for _, in := range insts {
-		if !in.Running {
+		if !in.Running || isSidecar(pod, in.Name) {
 			continue
 		}
 		w.p.events.Event(pod, corev1.EventTypeNormal, "Killing", "Stopping container "+in.Name)
-		wg.Go(func() { w.killContainer(ctx, pod, specContainer(pod, in.Name), in, podGrace(pod)) })
+		wg.Go(func() { w.killContainer(ctx, pod, specContainer(pod, in.Name), in, grace) })
 	}
 	wg.Wait()
+	w.stopSidecars(ctx, pod, insts, max(time.Until(deadline), minGrace))
 	w.failed = &waiting{Reason: "DeadlineExceeded", Message: msg}
 }
