@@ -14,6 +14,11 @@
 //	feather/kernel   optional kernel for direct boot (-kernel … -append …)
 //	feather/initrd   optional initial ramdisk for that kernel
 //
+// and, in a container's root filesystem prepared by Feather's snapshotter,
+//
+//	feather/instance.qcow2  the container's own disk: a qcow2 overlay
+//	                        backed by feather/disk, which the shim boots
+//
 // The image's Entrypoint and Cmd are the guest's command, Env its environment
 // and WorkingDir its working directory, as for a container.
 package vmimage
@@ -64,6 +69,10 @@ const (
 	DiskPath   = "feather/disk"
 	KernelPath = "feather/kernel"
 	InitrdPath = "feather/initrd"
+	// InstanceDiskPath is the instance disk that the feather snapshotter
+	// makes in a container's snapshot (never in an image's layer): a
+	// qcow2 overlay over the disk, whose growth is the container's.
+	InstanceDiskPath = "feather/instance.qcow2"
 )
 
 // Kind is what an image asks to run on.
