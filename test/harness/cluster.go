@@ -74,7 +74,7 @@ func (e *Env) StartCluster(opts ClusterOptions) *Cluster {
 	Prerequisite(e.t, err == nil, "qemu-system-x86_64 not found: run `make deps`")
 
 	cp := e.StartControlPlane()
-	ctrd := e.StartContainerd(ContainerdOptions{})
+	ctrd := e.StartContainerd(ContainerdOptions{Snapshotter: e.StartSnapshotter()})
 	reg := e.StartRegistry()
 	c := &Cluster{ControlPlane: cp, Containerd: ctrd, Registry: reg, Kube: kubernetes.NewForConfigOrDie(cp.Admin),
 		Busybox: reg.Host + "/feather/busybox:test", Unikernel: reg.Host + "/feather/testguest-direct:test"}
