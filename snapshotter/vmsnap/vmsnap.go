@@ -69,8 +69,14 @@ func New(root string) (*Snapshotter, error) {
 }
 
 // Cleanup removes the directories of removed snapshots (containerd calls it
-// after its garbage collection).
-func (s *Snapshotter) Cleanup(ctx context.Context) error { return s.cleaner.Cleanup(ctx) }
+// after its garbage collection). A snapshotter that never held a snapshot
+// has nothing to clean: not an error.
+func (s *Snapshotter) Cleanup(ctx context.Context) error {
+	if err := s.cleaner.Cleanup(ctx); err != nil && !errdefs.IsNotFound(err) {
+		return err
+	}
+	return nil
+}
 
 // Prepare creates an active snapshot as the overlay snapshotter does and,
 // when its parent chain holds a VM disk, the instance disk in it. If the

@@ -218,3 +218,12 @@ func TestInstanceDiskCases(t *testing.T) {
 		})
 	}
 }
+
+// TestCleanupEmpty: containerd calls Cleanup after each garbage collection,
+// also on a snapshotter that never held a snapshot.
+func TestCleanupEmpty(t *testing.T) {
+	ctx, sn := newSnapshotter(t)
+	if err := sn.Cleanup(ctx); err != nil {
+		t.Errorf("Cleanup of an empty snapshotter: %v", err)
+	}
+}

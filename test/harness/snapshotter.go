@@ -9,7 +9,9 @@ import (
 
 	snapshotsapi "github.com/containerd/containerd/api/services/snapshots/v1"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/status"
 )
 
 // SnapshotterName is the name containerd knows Feather's snapshotter by in
@@ -63,9 +65,12 @@ func (s *Snapshotter) start(ctx context.Context, bin string) error {
 		if _, err := os.Stat(s.Address); err != nil {
 			return err
 		}
-		// Any answer of the API: the snapshotter is serving.
-		_, err := sn.Cleanup(ctx, &snapshotsapi.CleanupRequest{Snapshotter: SnapshotterName})
-		return err
+		// Any answer of the API (here NotFound): the snapshotter is serving.
+		_, err := sn.Stat(ctx, &snapshotsapi.StatSnapshotRequest{Snapshotter: SnapshotterName, Key: "harness-ready-probe"})
+		if code := status.Code(err); code == codes.Unavailable || code == codes.DeadlineExceeded || code == codes.Canceled {
+			return err
+		}
+		return nil
 	})
 }
 

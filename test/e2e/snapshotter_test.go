@@ -1,0 +1,182 @@
+package e2e
+
+import (
+	"context"
+	"errors"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/containerd/containerd/v2/pkg/namespaces"
+	"github.com/containerd/errdefs"
+	"github.com/containerd/platforms"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/feather-edge/feather/flint/image"
+	"github.com/feather-edge/feather/flint/pack"
+	"github.com/feather-edge/feather/internal/prereq"
+	"github.com/feather-edge/feather/test/harness"
+	"github.com/feather-edge/feather/vmimage"
+)
+
+// fillRef is the local name of the test guest packed with a big, empty
+// disk (see writeFillImage).
+const fillRef = "docker.io/feather/testguest-fill:test"
+
+// writeFillImage writes into dir an image of the test guest (direct boot:
+// its kernel and initramfs) whose disk is an empty qcow2 of diskMiB MiB —
+// room for the guest's /fill — and returns the tarball's path.
+func writeFillImage(ctx context.Context, t *testing.T, dir string, diskMiB int) string {
+	t.Helper()
+	qemuImg := prereq.Program(t, "qemu-img", "install Debian package qemu-utils")
+	guest := guestImage(t, "testguest-direct")
+	img, err := image.OpenTar(ctx, guest, "", platforms.Default())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer img.Close()
+	c, err := image.Read(ctx, img.Image)
+	if err != nil {
+		t.Fatal(err)
+	}
+	files := map[string]string{vmimage.KernelPath: filepath.Join(dir, "kernel"), vmimage.InitrdPath: filepath.Join(dir, "initrd")}
+	if err := image.Walk(ctx, img.Image, c, func(e image.Entry) error {
+		p, ok := files[e.Path]
+		if !ok || e.Content == nil {
+			return nil
+		}
+		f, err := os.Create(p)
+		if err != nil {
+			return err
+		}
+		_, err = io.Copy(f, e.Content)
+		return errors.Join(err, f.Close())
+	}); err != nil {
+		t.Fatal(err)
+	}
+	disk := filepath.Join(dir, "disk.qcow2")
+	if out, err := exec.CommandContext(ctx, qemuImg, "create", "-q", "-f", "qcow2", disk, strconv.Itoa(diskMiB)+"M").CombinedOutput(); err != nil {
+		t.Fatalf("qemu-img create: %v: %s", err, out)
+	}
+	p, err := pack.Pack(ctx, pack.Options{Disk: disk, Kernel: files[vmimage.KernelPath], Initrd: files[vmimage.InitrdPath], Cmd: "/hello", TempDir: dir})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close()
+	p.Name = fillRef
+	tarball := filepath.Join(dir, "fill.oci.tar")
+	if err := image.WriteTarFile(ctx, tarball, p.Image); err != nil {
+		t.Fatal(err)
+	}
+	return tarball
+}
+
+// diskUsage is the bytes allocated under dir, as du counts them.
+func diskUsage(t *testing.T, dir string) int64 {
+	t.Helper()
+	var n int64
+	err := filepath.Walk(dir, func(p string, fi os.FileInfo, err error) error {
+		if err != nil {
+			if os.IsNotExist(err) {
+				return nil // removed meanwhile
+			}
+			return err
+		}
+		if st, ok := fi.Sys().(*syscall.Stat_t); ok {
+			n += st.Blocks * 512
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return n
+}
+
+// TestSnapshotterVMDisk runs a unikernel pod on the feather snapshotter:
+// its container's snapshot is the snapshotter's, holding the instance disk
+// the shim booted (the shim made none in its bundle); the 100 MiB its guest
+// writes to its disk show in the snapshot's usage (ctr snapshots usage) and
+// in the snapshotter's root, not in the task's bundle (under /run on a real
+// node: RAM); deleting the pod removes the snapshot and frees them.
+func TestSnapshotterVMDisk(t *testing.T) {
+	c := newCluster(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 6*time.Minute)
+	t.Cleanup(func() { deleteAll(ctx, t, c); cancel() })
+	remote := strings.SplitN(c.busybox, "/", 2)[0] + "/feather/testguest-fill:test"
+	if err := c.ctrd.Push(ctx, writeFillImage(ctx, t, t.TempDir(), 160), fillRef, remote); err != nil {
+		t.Fatal(err)
+	}
+	pod := newPod("uk-fill", corev1.RestartPolicyNever, corev1.Container{Name: "c", Image: remote, Args: []string{"/fill", "/dev/vda", "100"}})
+	pod.Spec.RuntimeClassName = ptrTo("osv")
+	c.create(ctx, t, pod)
+	c.waitPod(t, "uk-fill", 4*time.Minute, phase(corev1.PodSucceeded))
+	out, err := c.logs(ctx, "uk-fill", &corev1.PodLogOptions{})
+	if err != nil || !strings.Contains(out, "wrote 100 MiB to /dev/vda") {
+		t.Fatalf("uk-fill's log %q (%v): want the guest's fill done", out, err)
+	}
+
+	nsCtx := namespaces.WithNamespace(ctx, agentNS)
+	ctrs, err := c.ctrd.Client().Containers(nsCtx)
+	if err != nil || len(ctrs) != 1 {
+		t.Fatalf("containers %v (%v), want uk-fill's one", ctrs, err)
+	}
+	info, err := ctrs[0].Info(nsCtx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if info.Snapshotter != harness.SnapshotterName {
+		t.Fatalf("uk-fill's container is on snapshotter %q, want %q", info.Snapshotter, harness.SnapshotterName)
+	}
+	sn := c.ctrd.Client().SnapshotService(info.Snapshotter)
+	mounts, err := sn.Mounts(nsCtx, info.SnapshotKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(mounts) != 1 || !strings.Contains(strings.Join(mounts[0].Options, ","), "upperdir="+c.sn.Root) {
+		t.Errorf("the snapshot's mounts %+v are not under the snapshotter's root %s", mounts, c.sn.Root)
+	}
+	// ctr snapshots usage, as an operator reads it.
+	usage, err := c.ctrd.Ctr(ctx, "--namespace", agentNS, "snapshots", "--snapshotter", harness.SnapshotterName, "usage", info.SnapshotKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	u, err := sn.Usage(nsCtx, info.SnapshotKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("ctr snapshots usage:\n%s", usage)
+	if u.Size < 100<<20 || u.Size > 110<<20 {
+		t.Errorf("the snapshot's usage is %d bytes after the guest wrote 100 MiB", u.Size)
+	}
+	full := diskUsage(t, c.sn.Root)
+	bundles, _ := filepath.Glob(filepath.Join(c.ctrd.Dir, "state", "io.containerd.runtime.v2.task", agentNS, "*"))
+	for _, b := range bundles {
+		if n := diskUsage(t, b); n > 10<<20 {
+			t.Errorf("the task's bundle %s holds %d bytes: the VM's writes went there", b, n)
+		}
+		if ds, _ := filepath.Glob(filepath.Join(b, "*", "disk.qcow2")); len(ds) > 0 {
+			t.Errorf("the shim made its own instance disk %v beside the snapshotter's", ds)
+		}
+	}
+
+	if err := c.kube.CoreV1().Pods("default").Delete(ctx, "uk-fill", metav1.DeleteOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "uk-fill's container gone", 2*time.Minute, func(ctx context.Context) (bool, error) {
+		return len(c.containers(ctx, t)) == 0, nil
+	})
+	if _, err := sn.Stat(nsCtx, info.SnapshotKey); !errdefs.IsNotFound(err) {
+		t.Errorf("the deleted pod's snapshot is still there: Stat = %v", err)
+	}
+	if freed := full - diskUsage(t, c.sn.Root); freed < 100<<20 {
+		t.Errorf("deleting the pod freed %d bytes of the snapshotter's root, want the guest's 100 MiB", freed)
+	}
+}
