@@ -180,3 +180,42 @@ func TestSnapshotterVMDisk(t *testing.T) {
 		t.Errorf("deleting the pod freed %d bytes of the snapshotter's root, want the guest's 100 MiB", freed)
 	}
 }
+
+// onSnapshotter checks that the agent's want containers are all on the
+// feather snapshotter, each snapshot holding its instance disk.
+func (c *cluster) onSnapshotter(ctx context.Context, t *testing.T, want int) {
+	t.Helper()
+	nsCtx := namespaces.WithNamespace(ctx, agentNS)
+	ctrs, err := c.ctrd.Client().Containers(nsCtx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(ctrs) != want {
+		t.Errorf("the agent has %d containers, want %d", len(ctrs), want)
+	}
+	for _, ctr := range ctrs {
+		info, err := ctr.Info(nsCtx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if info.Snapshotter != harness.SnapshotterName {
+			t.Errorf("container %s is on snapshotter %q, want %q", info.ID, info.Snapshotter, harness.SnapshotterName)
+			continue
+		}
+		mounts, err := c.ctrd.Client().SnapshotService(info.Snapshotter).Mounts(nsCtx, info.SnapshotKey)
+		if err != nil {
+			t.Fatal(err)
+		}
+		upper := ""
+		for _, m := range mounts {
+			for _, o := range m.Options {
+				if v, ok := strings.CutPrefix(o, "upperdir="); ok {
+					upper = v
+				}
+			}
+		}
+		if _, err := os.Stat(filepath.Join(upper, vmimage.InstanceDiskPath)); upper == "" || err != nil {
+			t.Errorf("container %s's snapshot (upper dir %q) has no instance disk: %v", info.ID, upper, err)
+		}
+	}
+}
