@@ -231,3 +231,54 @@ func (c *cluster) onSnapshotter(ctx context.Context, t *testing.T, want int) {
 		}
 	}
 }
+
+// TestSnapshotterCtr runs the test guest under `ctr run --snapshotter
+// feather --runtime io.containerd.osv.v1`, in both boot modes, on images
+// imported for the feather snapshotter: the guest runs from the instance
+// disk in its container's snapshot, which `ctr run --rm` removes after.
+func TestSnapshotterCtr(t *testing.T) {
+	osvPrerequisites(t)
+	env := harness.New(t)
+	sn := env.StartSnapshotter()
+	ctrd := env.StartContainerd(harness.ContainerdOptions{Snapshotter: sn})
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	for _, img := range []string{"testguest-direct", "testguest-disk"} {
+		if _, err := ctrd.Ctr(ctx, "-n", ns, "image", "import", "--snapshotter", harness.SnapshotterName, guestImage(t, img)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	nsCtx := namespaces.WithNamespace(ctx, ns)
+	snapshots := ctrd.Client().SnapshotService(harness.SnapshotterName)
+	for _, img := range []struct{ name, ref string }{{"direct", directRef}, {"disk", diskRef}} {
+		t.Run(img.name, func(t *testing.T) {
+			id := "sn-" + img.name
+			out, code := ctrRun(ctx, t, ctrd, "--snapshotter", harness.SnapshotterName, img.ref, id, "/hello")
+			if code != 0 || !strings.Contains(out, "hello from feather guest\n") {
+				t.Fatalf("ctr run /hello: exit %d, output:\n%s", code, out)
+			}
+			if _, err := snapshots.Stat(nsCtx, id); !errdefs.IsNotFound(err) {
+				t.Errorf("ctr run --rm left the container's snapshot: Stat = %v", err)
+			}
+
+			// Kept (no --rm): its snapshot holds the instance disk.
+			out, err := ctrd.Ctr(ctx, "-n", ns, "run", "--snapshotter", harness.SnapshotterName, "--runtime", osvRuntime, img.ref, id+"-kept", "/hello")
+			if err != nil || !strings.Contains(out, "hello from feather guest\n") {
+				t.Fatalf("ctr run /hello: %v, output:\n%s", err, out)
+			}
+			mounts, err := snapshots.Mounts(nsCtx, id+"-kept")
+			if err != nil {
+				t.Fatal(err)
+			}
+			upper := ""
+			for _, o := range mounts[0].Options {
+				if v, ok := strings.CutPrefix(o, "upperdir="); ok {
+					upper = v
+				}
+			}
+			if _, err := os.Stat(filepath.Join(upper, vmimage.InstanceDiskPath)); upper == "" || err != nil || !strings.HasPrefix(upper, sn.Root) {
+				t.Errorf("the kept container's snapshot (upper dir %q) holds no instance disk: %v", upper, err)
+			}
+		})
+	}
+}

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	snapshotsapi "github.com/containerd/containerd/api/services/snapshots/v1"
+	"github.com/containerd/platforms"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
@@ -86,10 +87,26 @@ func (s *Snapshotter) Restart(ctx context.Context) error {
 }
 
 // containerdConfig is the TOML that makes containerd reach the snapshotter
-// as a proxy plugin named SnapshotterName.
+// as a proxy plugin named SnapshotterName, and lets its transfer service
+// (ctr image pull and import) unpack for it as well as for overlayfs.
 func (s *Snapshotter) containerdConfig() string {
-	return fmt.Sprintf("\n[proxy_plugins.%s]\n  type = \"snapshot\"\n  address = %q\n", SnapshotterName, s.Address)
+	return fmt.Sprintf(snapshotterConfig, SnapshotterName, s.Address, platforms.Format(platforms.DefaultSpec()), SnapshotterName)
 }
+
+const snapshotterConfig = `
+[proxy_plugins.%s]
+  type = "snapshot"
+  address = %q
+
+[[plugins.'io.containerd.transfer.v1.local'.unpack_config]]
+  platform = "%[3]s"
+  snapshotter = "overlayfs"
+  differ = "walking"
+[[plugins.'io.containerd.transfer.v1.local'.unpack_config]]
+  platform = "%[3]s"
+  snapshotter = "%[4]s"
+  differ = "walking"
+`
 
 func (s *Snapshotter) stop() error {
 	if s.proc != nil {
