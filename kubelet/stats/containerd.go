@@ -2,7 +2,9 @@ package stats
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -46,7 +48,8 @@ func (c *Containerd) Metrics(ctx context.Context, id string) (*anypb.Any, time.T
 const instanceDisk = "disk.qcow2"
 
 // Rootfs returns the usage of the container's snapshot, or of a
-// unikernel's instance disk.
+// unikernel's instance disk where the shim made it in its bundle (else it
+// is in the snapshot, made by the feather snapshotter).
 func (c *Containerd) Rootfs(ctx context.Context, id string) (uint64, uint64, error) {
 	info, err := c.Client.ContainerService().Get(ctx, id)
 	if err != nil {
@@ -58,10 +61,14 @@ func (c *Containerd) Rootfs(ctx context.Context, id string) (uint64, uint64, err
 			return 0, 0, errgrpc.ToNative(err)
 		}
 		fi, err := os.Stat(filepath.Join("/proc", strconv.Itoa(int(t.Process.Pid)), "cwd", instanceDisk))
-		if err != nil {
+		switch {
+		case err == nil:
+			return allocated(fi), 0, nil
+		case !errors.Is(err, fs.ErrNotExist):
 			return 0, 0, fmt.Errorf("instance disk of %s: %w", id, err)
 		}
-		return allocated(fi), 0, nil
+		// None of the shim's own: the snapshotter made it in the
+		// container's snapshot (snapshotter/), whose usage counts it.
 	}
 	if info.Snapshotter == "" || info.SnapshotKey == "" {
 		return 0, 0, fmt.Errorf("container %s has no snapshot: %w", id, errdefs.ErrNotFound)
