@@ -29,7 +29,7 @@ type layer map[string][]byte
 // commitChain commits the layers as containerd's unpacker does (an
 // "extract-…" snapshot per layer, on the one before), naming them after
 // image, and returns the top layer's name.
-func commitChain(t *testing.T, ctx context.Context, sn *Snapshotter, image string, layers ...layer) string {
+func commitChain(t testing.TB, ctx context.Context, sn *Snapshotter, image string, layers ...layer) string {
 	t.Helper()
 	parent := ""
 	for i, l := range layers {
@@ -65,7 +65,7 @@ func commitChain(t *testing.T, ctx context.Context, sn *Snapshotter, image strin
 }
 
 // upperOf returns the writable directory of an active snapshot's mounts.
-func upperOf(t *testing.T, mounts []mount.Mount) string {
+func upperOf(t testing.TB, mounts []mount.Mount) string {
 	t.Helper()
 	if len(mounts) != 1 {
 		t.Fatalf("mounts = %+v, want one", mounts)
@@ -82,7 +82,7 @@ func upperOf(t *testing.T, mounts []mount.Mount) string {
 	return ""
 }
 
-func newSnapshotter(t *testing.T) (context.Context, *Snapshotter) {
+func newSnapshotter(t testing.TB) (context.Context, *Snapshotter) {
 	t.Helper()
 	prereq.Root(t)
 	sn, err := New(t.TempDir())
