@@ -227,3 +227,59 @@ func TestCleanupEmpty(t *testing.T) {
 		t.Errorf("Cleanup of an empty snapshotter: %v", err)
 	}
 }
+
+// TestRemoveInUse starts QEMU (paused, -S) on a container's instance disk:
+// while it has the disk open, removing the snapshot is an
+// ErrFailedPrecondition error and the snapshot stays whole; once QEMU is
+// gone, it is removed.
+func TestRemoveInUse(t *testing.T) {
+	system := prereq.Program(t, "qemu-system-x86_64", "install Debian package qemu-system-x86")
+	ctx, sn := newSnapshotter(t)
+	top := commitChain(t, ctx, sn, "vm", layer{vmimage.DiskPath: bytes.Repeat([]byte{1}, 1<<20)})
+	mounts, err := sn.Prepare(ctx, "ctr", top)
+	if err != nil {
+		t.Fatal(err)
+	}
+	inst := filepath.Join(upperOf(t, mounts), vmimage.InstanceDiskPath)
+	qemu := exec.Command(system, "-S", "-nodefaults", "-display", "none", "-machine", "pc,accel=tcg",
+		"-drive", "file="+inst+",if=virtio,format=qcow2")
+	if err := qemu.Start(); err != nil {
+		t.Fatal(err)
+	}
+	exited := make(chan error, 1)
+	go func() { exited <- qemu.Wait() }()
+	t.Cleanup(func() { qemu.Process.Kill() })
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		inUse, err := locked(inst)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if inUse {
+			break
+		}
+		select {
+		case err := <-exited:
+			t.Fatalf("qemu exited: %v", err)
+		default:
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("qemu did not lock the instance disk within 10 s")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if err := sn.Remove(ctx, "ctr"); !errdefs.IsFailedPrecondition(err) {
+		t.Errorf("Remove of a snapshot whose disk a VM has open = %v, want failed precondition", err)
+	}
+	if _, err := sn.Stat(ctx, "ctr"); err != nil {
+		t.Errorf("the refused Remove harmed the snapshot: %v", err)
+	}
+	if _, err := os.Stat(inst); err != nil {
+		t.Errorf("the refused Remove harmed the instance disk: %v", err)
+	}
+	qemu.Process.Kill()
+	<-exited
+	if err := sn.Remove(ctx, "ctr"); err != nil {
+		t.Errorf("Remove once the VM is gone: %v", err)
+	}
+}

@@ -1,25 +1,10 @@
-// Package vmsnap is Feather's containerd snapshotter: containerd's overlay
-// snapshotter for every layer, plus, in each active snapshot prepared on a
-// VM image, that container's instance disk.
-//
-// A VM image's layer holds its boot disk at vmimage.DiskPath; committed, the
-// layer is kept once, read-only, in the snapshot's directory. Preparing an
-// active snapshot whose parent chain holds such a disk writes into the new
-// snapshot's upper directory a qcow2 overlay backed by that disk, at
-// vmimage.InstanceDiskPath: four clusters of metadata, whatever the disk's
-// size. The shim boots it; every byte the VM writes lands in the snapshot,
-// so the snapshot's usage (`ctr snapshots usage`) is the VM's writes, and
-// removing the snapshot (or containerd's garbage collection) removes them.
-//
-// The snapshots containerd's unpacker prepares to extract a layer into
-// (keys starting with snapshots.UnpackKeyPrefix) get no instance disk: they
-// become image layers when committed.
 package vmsnap
 
 import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -31,6 +16,7 @@ import (
 	"github.com/containerd/containerd/v2/plugins/snapshots/overlay"
 	"github.com/containerd/errdefs"
 	"github.com/containerd/log"
+	"golang.org/x/sys/unix"
 
 	"github.com/feather-edge/feather/vmimage"
 	"github.com/feather-edge/feather/vmimage/qcow2"
@@ -105,6 +91,68 @@ func (s *Snapshotter) Prepare(ctx context.Context, key, parent string, opts ...s
 	return mounts, nil
 }
 
+// Remove removes the snapshot as the overlay snapshotter does, unless it
+// holds an instance disk a running VM has open: then it is an
+// ErrFailedPrecondition error and the snapshot stays whole. QEMU locks the
+// image files it opens (OFD locks); that lock is what tells. containerd
+// removes snapshots in its garbage collection, which tries again later.
+func (s *Snapshotter) Remove(ctx context.Context, key string) error {
+	if mounts, err := s.Snapshotter.Mounts(ctx, key); err == nil {
+		if upper := upperDir(mounts); upper != "" {
+			disk := filepath.Join(upper, vmimage.InstanceDiskPath)
+			inUse, err := locked(disk)
+			if err != nil {
+				return fmt.Errorf("remove %s: %w", key, err)
+			}
+			if inUse {
+				return fmt.Errorf("remove %s: its instance disk is in use by a running VM (stop its task first): %w", key, errdefs.ErrFailedPrecondition)
+			}
+		}
+	}
+	return s.Snapshotter.Remove(ctx, key)
+}
+
+// upperDir returns the upperdir of an active snapshot's overlay mount, or
+// the source of its bind mount (a snapshot without parents), "" for a view.
+func upperDir(mounts []mount.Mount) string {
+	if len(mounts) != 1 {
+		return ""
+	}
+	m := mounts[0]
+	if m.Type == "bind" {
+		for _, o := range m.Options {
+			if o == "ro" {
+				return ""
+			}
+		}
+		return m.Source
+	}
+	for _, o := range m.Options {
+		if v, ok := strings.CutPrefix(o, "upperdir="); ok {
+			return v
+		}
+	}
+	return ""
+}
+
+// locked reports whether some process holds a lock on the file at path (a
+// missing file is not locked).
+func locked(path string) (bool, error) {
+	f, err := os.Open(path)
+	if errors.Is(err, fs.ErrNotExist) {
+		return false, nil
+	}
+	if err != nil {
+		return false, err
+	}
+	defer f.Close()
+	lk := unix.Flock_t{Type: unix.F_WRLCK, Whence: io.SeekStart}
+	if err := unix.FcntlFlock(f.Fd(), unix.F_OFD_GETLK, &lk); err != nil {
+		return false, fmt.Errorf("locks of %s: %w", path, err)
+	}
+	return lk.Type != unix.F_UNLCK, nil
+}
+
 // instanceDisk makes the instance disk in an active snapshot whose mounts
 // (the overlay snapshotter's: one overlay mount with upperdir and lowerdir,
 // top layer first) hold a VM disk in a lower layer. It returns the instance
@@ -113,12 +161,10 @@ func instanceDisk(mounts []mount.Mount) (string, error) {
 	if len(mounts) != 1 || mounts[0].Type != "overlay" {
 		return "", nil // no parent layers (a bind mount): no disk below
 	}
-	var upper string
+	upper := upperDir(mounts)
 	var lowers []string
 	for _, o := range mounts[0].Options {
-		if v, ok := strings.CutPrefix(o, "upperdir="); ok {
-			upper = v
-		} else if v, ok := strings.CutPrefix(o, "lowerdir="); ok {
+		if v, ok := strings.CutPrefix(o, "lowerdir="); ok {
 			lowers = strings.Split(v, ":")
 		}
 	}
