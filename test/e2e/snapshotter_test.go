@@ -18,6 +18,7 @@ import (
 	"github.com/containerd/errdefs"
 	"github.com/containerd/platforms"
 	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/feather-edge/feather/flint/image"
@@ -281,4 +282,50 @@ func TestSnapshotterCtr(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestSnapshotterEphemeralStorage: a unikernel whose guest writes 100 MiB
+// to its disk is evicted, as kubelet evicts a container, when its
+// ephemeral-storage limit is 50Mi (phase Failed, reason Evicted, kubelet's
+// message, its VM stopped), and keeps running under a 200Mi limit.
+func TestSnapshotterEphemeralStorage(t *testing.T) {
+	c := newCluster(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 6*time.Minute)
+	t.Cleanup(func() { deleteAll(ctx, t, c); cancel() })
+	remote := strings.SplitN(c.busybox, "/", 2)[0] + "/feather/testguest-fill:test"
+	if err := c.ctrd.Push(ctx, writeFillImage(ctx, t, t.TempDir(), 160), fillRef, remote); err != nil {
+		t.Fatal(err)
+	}
+	limited := func(name, limit string) *corev1.Pod {
+		p := newPod(name, corev1.RestartPolicyAlways, corev1.Container{Name: "c", Image: remote, Args: []string{"/fill", "/dev/vda", "100", "-1"},
+			Resources: corev1.ResourceRequirements{Limits: corev1.ResourceList{corev1.ResourceEphemeralStorage: resource.MustParse(limit)}}})
+		p.Spec.RuntimeClassName = ptrTo("osv")
+		return p
+	}
+	c.create(ctx, t, limited("over", "50Mi"), limited("under", "200Mi"))
+	for _, name := range []string{"over", "under"} {
+		waitFor(t, name+"'s guest to write its 100 MiB", 3*time.Minute, func(ctx context.Context) (bool, error) {
+			out, err := c.logs(ctx, name, &corev1.PodLogOptions{})
+			return err == nil && strings.Contains(out, "wrote 100 MiB to /dev/vda"), nil
+		})
+	}
+	p := c.waitPod(t, "over", time.Minute, phase(corev1.PodFailed))
+	want := `Container c exceeded its local ephemeral storage limit "50Mi". `
+	if p.Status.Reason != "Evicted" || p.Status.Message != want {
+		t.Errorf("over's status: reason %q, message %q; want Evicted, %q", p.Status.Reason, p.Status.Message, want)
+	}
+	if len(p.Status.ContainerStatuses) != 1 || p.Status.ContainerStatuses[0].State.Terminated == nil {
+		t.Errorf("over's container %+v: want terminated", p.Status.ContainerStatuses)
+	}
+	// Another period of the check: the pod under its limit runs on.
+	var last string
+	waitFor(t, "under to run through two storage checks", time.Minute, func(ctx context.Context) (bool, error) {
+		u := c.pod(ctx, t, "under")
+		last = string(u.Status.Phase) + " " + u.Status.Reason
+		if u.Status.Phase != corev1.PodRunning {
+			return false, fmt.Errorf("under is %s", last)
+		}
+		st := u.Status.ContainerStatuses
+		return len(st) == 1 && st[0].State.Running != nil && time.Since(st[0].State.Running.StartedAt.Time) > 25*time.Second, nil
+	}, &last)
 }

@@ -183,16 +183,29 @@ func alloc(args []string, out io.Writer) int {
 
 // fill writes MIB mebibytes of the byte 'f' at the end of DEVICE (the
 // boot disk /dev/vda, whose boot partition lies at its start, or a file),
-// syncs them and prints "wrote MIB MiB to DEVICE": a VM's disk writes.
+// syncs them, prints "wrote MIB MiB to DEVICE" — a VM's disk writes — and
+// then runs SECONDS more (until killed with a negative SECONDS).
 func fill(args []string, out io.Writer) int {
-	if len(args) != 3 {
-		fmt.Fprintln(out, "usage: /fill DEVICE MIB")
+	if len(args) < 3 || len(args) > 4 {
+		fmt.Fprintln(out, "usage: /fill DEVICE MIB [SECONDS]")
 		return 2
 	}
 	mib, err := strconv.Atoi(args[2])
 	if err != nil || mib < 0 {
 		fmt.Fprintf(out, "fill: invalid size %q\n", args[2])
 		return 2
+	}
+	var hold time.Duration
+	if len(args) == 4 {
+		s, err := strconv.ParseFloat(args[3], 64)
+		if err != nil {
+			fmt.Fprintf(out, "fill: invalid time %q\n", args[3])
+			return 2
+		}
+		hold = time.Duration(s * float64(time.Second))
+		if s < 0 {
+			hold = time.Duration(1<<63 - 1)
+		}
 	}
 	f, err := os.OpenFile(args[1], os.O_WRONLY, 0)
 	if err != nil {
@@ -217,6 +230,7 @@ func fill(args []string, out io.Writer) int {
 		return 1
 	}
 	fmt.Fprintf(out, "wrote %d MiB to %s\n", mib, args[1])
+	time.Sleep(hold)
 	return 0
 }
 

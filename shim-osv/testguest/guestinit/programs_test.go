@@ -58,7 +58,9 @@ func TestPrograms(t *testing.T) {
 		{"alloc usage", []string{"/alloc"}, "usage: /alloc MIB [SECONDS]\n", 2},
 		{"fill", []string{"/fill", "disk", "2"}, "wrote 2 MiB to disk\n", 0},
 		{"fill more than the disk", []string{"/fill", "disk", "4"}, "fill: disk has 3145728 bytes, fewer than 4 MiB (<nil>)\n", 1},
-		{"fill usage", []string{"/fill", "disk"}, "usage: /fill DEVICE MIB\n", 2},
+		{"fill and hold", []string{"/fill", "disk", "2", "0.01"}, "wrote 2 MiB to disk\n", 0},
+		{"fill invalid time", []string{"/fill", "disk", "2", "soon"}, "fill: invalid time \"soon\"\n", 2},
+		{"fill usage", []string{"/fill", "disk"}, "usage: /fill DEVICE MIB [SECONDS]\n", 2},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			var out bytes.Buffer
