@@ -488,6 +488,21 @@ func (w *worker) specOpts(ctx context.Context, pod *corev1.Pod, c *corev1.Contai
 		return nil, err
 	}
 	host := hostname(pod, w.p.cfg.DNS.ClusterDomain)
+	ips := w.ips()
+	if pod.Spec.HostNetwork {
+		// The node's UTS namespace and name, as containerd's CRI
+		// plugin gives a hostNetwork pod.
+		if h, err := os.Hostname(); err == nil {
+			host = h
+		}
+		if w.p.cfg.HostIP != "" {
+			ips = []string{w.p.cfg.HostIP}
+		}
+	}
+	etc, err := w.etcFilesMounts(pod, c, ips, host)
+	if err != nil {
+		return nil, err
+	}
 	vars, err := w.p.env.environment(pod, c, w.ips())
 	if err != nil {
 		return nil, err
@@ -503,7 +518,12 @@ func (w *worker) specOpts(ctx context.Context, pod *corev1.Pod, c *corev1.Contai
 	if len(args) == 0 {
 		return nil, fmt.Errorf("container %s: no command: the image has none and the pod gives none", c.Name)
 	}
-	opts := []oci.SpecOpts{oci.WithImageConfig(image), oci.WithProcessArgs(args...), oci.WithHostname(host)}
+	opts := []oci.SpecOpts{oci.WithImageConfig(image), oci.WithProcessArgs(args...)}
+	if pod.Spec.HostNetwork {
+		opts = append(opts, oci.WithHostNamespace(specs.UTSNamespace))
+	} else {
+		opts = append(opts, oci.WithHostname(host))
+	}
 	// HOSTNAME first, as containerd's CRI sets it; the pod's env may
 	// override it.
 	env := []string{"HOSTNAME=" + host}
@@ -514,12 +534,12 @@ func (w *worker) specOpts(ctx context.Context, pod *corev1.Pod, c *corev1.Contai
 	if c.WorkingDir != "" {
 		opts = append(opts, oci.WithProcessCwd(c.WorkingDir))
 	}
-	mounts = slices.Concat(mounts, w.resolvMount())
+	mounts = slices.Concat(mounts, etc, w.resolvMount())
 	if len(mounts) > 0 {
 		opts = append(opts, oci.WithMounts(mounts))
 	}
 	if pod.Spec.HostNetwork {
-		opts = append(opts, oci.WithHostNamespace(specs.NetworkNamespace), oci.WithHostHostsFile)
+		opts = append(opts, oci.WithHostNamespace(specs.NetworkNamespace))
 		if w.resolv == "" {
 			opts = append(opts, oci.WithHostResolvconf)
 		}

@@ -476,10 +476,10 @@ func (w *worker) stop(ctx context.Context, insts []instance, grace time.Duration
 		}
 	}
 	_ = removeAll(w.p.terminationDir(w.uid))
-	if w.resolv != "" {
-		_ = os.Remove(w.resolv)
-		_ = os.Remove(filepath.Dir(w.resolv)) // the pod's state dir, unless volumes are in it
+	for _, f := range []string{"etc-hosts", "hostname", "resolv.conf"} {
+		_ = os.Remove(filepath.Join(w.podFilesDir(), f))
 	}
+	_ = os.Remove(w.podFilesDir()) // the pod's state dir, unless volumes are in it
 	w.mu.Lock()
 	pod := w.pod
 	if pod == nil {
