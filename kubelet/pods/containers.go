@@ -52,6 +52,9 @@ func (p *Provider) instances(ctx context.Context, uid types.UID, wake func()) ([
 		if code, ok := l[LabelExitCode]; ok {
 			in.Exited, in.ExitCode, in.FinishedAt, in.Reason = true, int32(atoi(code)), parseTime(l[LabelFinishedAt]), l[LabelReason]
 			in.Message = p.terminationMessage(uid, in.ID)
+			if in.Message == "" && in.ExitCode != 0 && l[LabelFallbackToLogs] == "true" {
+				in.Message = p.logTail(l, in)
+			}
 			out = append(out, in)
 			continue
 		}
@@ -249,6 +252,9 @@ func (w *worker) start(ctx context.Context, pod *corev1.Pod, c *corev1.Container
 	}
 	if init {
 		labels[LabelInit] = "true"
+	}
+	if c.TerminationMessagePolicy == corev1.TerminationMessageFallbackToLogsOnError {
+		labels[LabelFallbackToLogs] = "true"
 	}
 	specOpts, err := w.specOpts(ctx, pod, c, image, mounts)
 	if err != nil {
