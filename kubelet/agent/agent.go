@@ -72,6 +72,9 @@ type Config struct {
 	// ContainerLog bounds each container's log: kubelet's
 	// containerLogMaxSize and containerLogMaxFiles.
 	ContainerLog logs.Rotation
+	// AllowedUnsafeSysctls: see pods.Config (kubelet's
+	// --allowed-unsafe-sysctls).
+	AllowedUnsafeSysctls []string
 	// Workers is the number of pods virtual-kubelet syncs at once.
 	Workers int
 	// CNIConfDir holds the pod network's CNI configuration; the agent
@@ -226,7 +229,7 @@ func Run(ctx context.Context, cfg Config) error {
 		RegistryConfigDir: cfg.RegistryConfigDir, LogDir: cfg.LogDir, StateDir: cfg.StateDir, RunDir: cfg.RunDir, Logger: logger, LogRotation: cfg.ContainerLog, Admit: admit,
 		Network: network, DNS: dnsConfig(cfg), ObservePull: am.pullObserved,
 		ConfigMaps: getters.configMaps.Lister(), Services: svcInformer.Lister(),
-		NodeAllocatable: status.Node().Status.Allocatable,
+		NodeAllocatable: status.Node().Status.Allocatable, AllowedUnsafeSysctls: cfg.AllowedUnsafeSysctls,
 		Finalize: func(ctx context.Context, ns, name string, uid types.UID) error {
 			zero := int64(0)
 			err := kube.CoreV1().Pods(ns).Delete(ctx, name, metav1.DeleteOptions{GracePeriodSeconds: &zero,

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"syscall"
@@ -256,7 +257,7 @@ func (w *worker) start(ctx context.Context, pod *corev1.Pod, c *corev1.Container
 	if c.TerminationMessagePolicy == corev1.TerminationMessageFallbackToLogsOnError {
 		labels[LabelFallbackToLogs] = "true"
 	}
-	specOpts, err := w.specOpts(ctx, pod, c, image, mounts)
+	specOpts, err := w.specOpts(ctx, pod, c, image, mounts, runtime != p.cfg.Runtimes["runc"])
 	if err != nil {
 		// A configMap, secret or key the environment needs may appear:
 		// tried again as kubelet's pod worker does, every 10 s.
@@ -488,7 +489,7 @@ func (p *Provider) pullCredentials(pod *corev1.Pod) func(host string) (string, s
 }
 
 // specOpts turns container c of pod into OCI spec options.
-func (w *worker) specOpts(ctx context.Context, pod *corev1.Pod, c *corev1.Container, image client.Image, mounts []specs.Mount) ([]oci.SpecOpts, error) {
+func (w *worker) specOpts(ctx context.Context, pod *corev1.Pod, c *corev1.Container, image client.Image, mounts []specs.Mount, vm bool) ([]oci.SpecOpts, error) {
 	ic, err := imageConfig(ctx, image)
 	if err != nil {
 		return nil, err
@@ -562,56 +563,17 @@ func (w *worker) specOpts(ctx context.Context, pod *corev1.Pod, c *corev1.Contai
 	if req := c.Resources.Requests.Cpu(); req != nil && !req.IsZero() {
 		opts = append(opts, oci.WithCPUShares(uint64(max(2, req.MilliValue()*1024/1000))))
 	}
-	if sc := c.SecurityContext; sc != nil {
-		if sc.Privileged != nil && *sc.Privileged {
-			opts = append(opts, oci.WithPrivileged)
+	if vm {
+		// A VM has no users, capabilities, seccomp or sysctls of the
+		// host's to apply; only runAsNonRoot, a check of the image, is.
+		if err := verifyRunAsNonRoot(pod, c, effectiveSecurityContext(pod, c), ic.User); err != nil {
+			return nil, err
 		}
-		if sc.ReadOnlyRootFilesystem != nil && *sc.ReadOnlyRootFilesystem {
-			opts = append(opts, oci.WithRootFSReadonly())
-		}
-		if sc.Capabilities != nil {
-			var add, drop []string
-			for _, c := range sc.Capabilities.Add {
-				add = append(add, capName(c))
-			}
-			for _, c := range sc.Capabilities.Drop {
-				drop = append(drop, capName(c))
-			}
-			opts = append(opts, oci.WithAddedCapabilities(add), oci.WithDroppedCapabilities(drop))
-		}
+		return opts, nil
 	}
-	uid, gid := runAs(pod, c)
-	if uid != nil {
-		if gid != nil {
-			opts = append(opts, oci.WithUIDGID(uint32(*uid), uint32(*gid)))
-		} else {
-			opts = append(opts, oci.WithUserID(uint32(*uid)))
-		}
+	sec, err := securityOpts(pod, c, imageUserConfig{User: ic.User}, filepath.Join(w.p.cfg.StateDir, "seccomp"))
+	if err != nil {
+		return nil, err
 	}
-	return opts, nil
-}
-
-func capName(c corev1.Capability) string {
-	s := strings.ToUpper(string(c))
-	if s == "ALL" || strings.HasPrefix(s, "CAP_") {
-		return s
-	}
-	return "CAP_" + s
-}
-
-// runAs returns the user and group the container runs as, the container's
-// securityContext winning over the pod's.
-func runAs(pod *corev1.Pod, c *corev1.Container) (uid, gid *int64) {
-	if psc := pod.Spec.SecurityContext; psc != nil {
-		uid, gid = psc.RunAsUser, psc.RunAsGroup
-	}
-	if sc := c.SecurityContext; sc != nil {
-		if sc.RunAsUser != nil {
-			uid = sc.RunAsUser
-		}
-		if sc.RunAsGroup != nil {
-			gid = sc.RunAsGroup
-		}
-	}
-	return uid, gid
+	return append(opts, sec...), nil
 }

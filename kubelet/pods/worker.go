@@ -182,11 +182,18 @@ func (w *worker) sync(ctx context.Context) (next time.Duration, done bool) {
 // reconcile starts what should run. It returns when to look again.
 func (w *worker) reconcile(ctx context.Context, pod *corev1.Pod, insts []instance) (next time.Duration) {
 	if !w.admitted {
-		if len(insts) == 0 && w.p.cfg.Admit != nil {
+		if len(insts) == 0 {
 			w.mu.Lock()
 			running := w.running
 			w.mu.Unlock()
-			if r := w.p.cfg.Admit(pod, running); r != nil {
+			var r *Rejection
+			if w.p.sysctls != nil {
+				r = w.p.sysctls.admit(pod)
+			}
+			if r == nil && w.p.cfg.Admit != nil {
+				r = w.p.cfg.Admit(pod, running)
+			}
+			if r != nil {
 				// Decided once: one event, as kubelet's rejectPod.
 				w.admitted = true
 				w.failed = &waiting{Reason: r.Reason, Message: r.Message}
