@@ -36,29 +36,30 @@ type worker struct {
 	uid types.UID
 	log *log.Entry
 
-	mu          sync.Mutex
-	pod         *corev1.Pod // nil until CreatePod (recovered pods)
-	status      *corev1.PodStatus
-	skel        *corev1.Pod
-	admitted    bool
-	running     []*corev1.Pod // other pods, for admission
-	failed      *waiting
-	waiting     map[string]waiting
-	pullBackoff map[string]time.Time // image → when to try again
-	pullDelay   map[string]time.Duration
-	grace       time.Duration
-	terminating bool
-	started     time.Time
-	netns       string
-	attached    bool                 // to the pod network (or hostNetwork)
-	podIPs      []string             // from the pod network
-	netRetry    time.Time            // when to try the pod network again
-	netDelay    time.Duration        // back-off of failed attachments
-	resolv      string               // the pod's resolv.conf
-	released    bool                 // detached from the pod network: the pod ended
-	mounts      map[string]string    // volume name → host path
-	refreshAt   time.Time            // when volumes change next (zero: never)
-	probes      map[string]*probeSet // by container name; the worker goroutine's
+	mu           sync.Mutex
+	pod          *corev1.Pod // nil until CreatePod (recovered pods)
+	status       *corev1.PodStatus
+	skel         *corev1.Pod
+	admitted     bool
+	running      []*corev1.Pod // other pods, for admission
+	failed       *waiting
+	waiting      map[string]waiting
+	pullBackoff  map[string]time.Time // image → when to try again
+	pullDelay    map[string]time.Duration
+	grace        time.Duration
+	terminating  bool
+	started      time.Time
+	netns        string
+	attached     bool                 // to the pod network (or hostNetwork)
+	podIPs       []string             // from the pod network
+	netRetry     time.Time            // when to try the pod network again
+	netDelay     time.Duration        // back-off of failed attachments
+	resolv       string               // the pod's resolv.conf
+	released     bool                 // detached from the pod network: the pod ended
+	mounts       map[string]string    // volume name → host path
+	refreshAt    time.Time            // when volumes change next (zero: never)
+	probes       map[string]*probeSet // by container name; the worker goroutine's
+	evictCheckAt time.Time            // when the emptyDirs' usage is measured next
 
 	// hookCtx ends when the pod is deleted: a postStart hook running then
 	// is cut short.
@@ -267,6 +268,11 @@ func (w *worker) reconcile(ctx context.Context, pod *corev1.Pod, insts []instanc
 		w.stopSidecars(ctx, pod, insts, podGrace(pod))
 		return time.Hour
 	}
+	evicted, d := w.checkEviction(ctx, pod, insts)
+	if evicted {
+		return time.Hour
+	}
+	next = min(next, d)
 	probes := w.probeStates()
 	mainRan := view.mainStarted()
 	for i := range pod.Spec.InitContainers {
