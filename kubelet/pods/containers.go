@@ -52,10 +52,7 @@ func (p *Provider) instances(ctx context.Context, uid types.UID, wake func()) ([
 			StartedAt: parseTime(l[LabelStartedAt])}
 		if code, ok := l[LabelExitCode]; ok {
 			in.Exited, in.ExitCode, in.FinishedAt, in.Reason = true, int32(atoi(code)), parseTime(l[LabelFinishedAt]), l[LabelReason]
-			in.Message = p.terminationMessage(uid, in.ID)
-			if in.Message == "" && in.ExitCode != 0 && l[LabelFallbackToLogs] == "true" {
-				in.Message = p.logTail(l, in)
-			}
+			in.Message = p.runMessage(l, uid, in)
 			out = append(out, in)
 			continue
 		}
@@ -69,6 +66,7 @@ func (p *Provider) instances(ctx context.Context, uid types.UID, wake func()) ([
 			}
 			in.Exited, in.ExitCode, in.FinishedAt, in.Reason = true, 255, time.Now(), "Unknown"
 			_ = p.recordExit(ctx, c, in)
+			in.Message = p.runMessage(l, uid, in)
 			out = append(out, in)
 			continue
 		}
@@ -88,6 +86,9 @@ func (p *Provider) instances(ctx context.Context, uid types.UID, wake func()) ([
 			if err := p.recordExit(ctx, c, in); err != nil {
 				return nil, err
 			}
+			// The first status after the exit has the message: a pod
+			// that ends Failed gets no later one from virtual-kubelet.
+			in.Message = p.runMessage(l, uid, in)
 			if _, err := task.Delete(ctx); err != nil && !errdefs.IsNotFound(err) {
 				return nil, fmt.Errorf("delete exited task %s: %w", c.ID(), err)
 			}

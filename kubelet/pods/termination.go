@@ -99,3 +99,14 @@ func (p *Provider) logTail(labels map[string]string, in instance) string {
 	}
 	return string(out)
 }
+
+// runMessage is the termination message of exited run in of pod uid, whose
+// container has labels: its message file, or with FallbackToLogsOnError and
+// a failure, the end of its log.
+func (p *Provider) runMessage(labels map[string]string, uid types.UID, in instance) string {
+	msg := p.terminationMessage(uid, in.ID)
+	if msg == "" && in.ExitCode != 0 && labels[LabelFallbackToLogs] == "true" {
+		msg = p.logTail(labels, in)
+	}
+	return msg
+}
