@@ -19,6 +19,7 @@ import (
 	"github.com/containerd/containerd/v2/pkg/cio"
 	"github.com/containerd/containerd/v2/pkg/oci"
 	"github.com/containerd/errdefs"
+	"github.com/containerd/log"
 	"github.com/distribution/reference"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 	corev1 "k8s.io/api/core/v1"
@@ -86,12 +87,20 @@ func (p *Provider) instances(ctx context.Context, uid types.UID, wake func()) ([
 			if err := p.recordExit(ctx, c, in); err != nil {
 				return nil, err
 			}
-			// The first status after the exit has the message: a pod
-			// that ends Failed gets no later one from virtual-kubelet.
-			in.Message = p.runMessage(l, uid, in)
 			if _, err := task.Delete(ctx); err != nil && !errdefs.IsNotFound(err) {
 				return nil, fmt.Errorf("delete exited task %s: %w", c.ID(), err)
 			}
+			// The first status after the exit has the message: a pod
+			// that ends Failed gets no later one from virtual-kubelet.
+			// One taken from the log waits for the logger to write the
+			// run's last output: the shim closes the container's pipes
+			// when the task is deleted.
+			if p.fallsBackToLogs(l, uid, in) {
+				if !logs.WaitWriter(p.runLogPath(l, in), logDrainWait) {
+					log.G(ctx).WithField("container", c.ID()).Warn("the logger did not finish in time: the termination message may miss the log's last lines")
+				}
+			}
+			in.Message = p.runMessage(l, uid, in)
 		case client.Created:
 			_ = p.removeContainer(ctx, c.ID())
 			continue

@@ -8,6 +8,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"time"
 
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 	corev1 "k8s.io/api/core/v1"
@@ -86,9 +87,7 @@ func (p *Provider) terminationMessage(uid types.UID, id string) string {
 // of its log, both streams, rotated files included. labels are the run's
 // container labels.
 func (p *Provider) logTail(labels map[string]string, in instance) string {
-	pod := &corev1.Pod{}
-	pod.Namespace, pod.Name, pod.UID = labels[LabelPodNamespace], labels[LabelPodName], types.UID(labels[LabelPodUID])
-	path := logs.Path(p.podLogDir(pod), in.Name, in.Attempt)
+	path := p.runLogPath(labels, in)
 	var b bytes.Buffer
 	if err := logs.Read(context.Background(), path, logs.Options{Tail: maxTerminationMessageLogLines}, nil, &b); err != nil {
 		return fmt.Sprintf("Error on reading termination message from logs: %v", err)
@@ -100,13 +99,30 @@ func (p *Provider) logTail(labels map[string]string, in instance) string {
 	return string(out)
 }
 
+// logDrainWait bounds how long the agent waits for a run's logger to write
+// the run's last output before it takes the termination message from the log.
+const logDrainWait = 3 * time.Second
+
+// runLogPath is the log file of run in, whose container has labels.
+func (p *Provider) runLogPath(labels map[string]string, in instance) string {
+	pod := &corev1.Pod{}
+	pod.Namespace, pod.Name, pod.UID = labels[LabelPodNamespace], labels[LabelPodName], types.UID(labels[LabelPodUID])
+	return logs.Path(p.podLogDir(pod), in.Name, in.Attempt)
+}
+
+// fallsBackToLogs reports whether exited run in takes its termination
+// message from its log: FallbackToLogsOnError, a failure and an empty
+// message file.
+func (p *Provider) fallsBackToLogs(labels map[string]string, uid types.UID, in instance) bool {
+	return in.ExitCode != 0 && labels[LabelFallbackToLogs] == "true" && p.terminationMessage(uid, in.ID) == ""
+}
+
 // runMessage is the termination message of exited run in of pod uid, whose
 // container has labels: its message file, or with FallbackToLogsOnError and
 // a failure, the end of its log.
 func (p *Provider) runMessage(labels map[string]string, uid types.UID, in instance) string {
-	msg := p.terminationMessage(uid, in.ID)
-	if msg == "" && in.ExitCode != 0 && labels[LabelFallbackToLogs] == "true" {
-		msg = p.logTail(labels, in)
+	if p.fallsBackToLogs(labels, uid, in) {
+		return p.logTail(labels, in)
 	}
-	return msg
+	return p.terminationMessage(uid, in.ID)
 }
