@@ -4,6 +4,7 @@ import (
 	"context"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -77,7 +78,7 @@ echo cfg=$(stat -L -c '%g' /cfg/k)`),
 		{Name: "cfg", VolumeSource: corev1.VolumeSource{ConfigMap: &corev1.ConfigMapVolumeSource{LocalObjectReference: corev1.LocalObjectReference{Name: "sec-cfg"}}}},
 	}
 	local := newPod("seccomp-local", corev1.RestartPolicyNever, corev1.Container{Name: "c", Image: c.busybox,
-		Command: sh("mkdir /tmp/x 2>/dev/null && echo mkdir-ok || echo mkdir-blocked; grep Seccomp: /proc/self/status | tr -s '\t ' ' '"),
+		Command:         sh("mkdir /tmp/x 2>/dev/null && echo mkdir-ok || echo mkdir-blocked; grep Seccomp: /proc/self/status | tr -s '\t ' ' '"),
 		SecurityContext: &corev1.SecurityContext{SeccompProfile: &corev1.SeccompProfile{Type: corev1.SeccompProfileTypeLocalhost, LocalhostProfile: ptrTo("no-mkdir.json")}}})
 	priv := newPod("priv", corev1.RestartPolicyNever, corev1.Container{Name: "c", Image: c.busybox,
 		Command:         sh("grep -E '^(CapBnd|Seccomp):' /proc/self/status | tr -s '\t ' ' '; test -e /dev/kmsg && echo host-devices"),
@@ -97,10 +98,30 @@ echo cfg=$(stat -L -c '%g' /cfg/k)`),
 		VolumeMounts: []corev1.VolumeMount{{Name: "data", MountPath: "/data"}}})
 	fillMem.Spec.Volumes = []corev1.Volume{{Name: "data", VolumeSource: corev1.VolumeSource{EmptyDir: &corev1.EmptyDirVolumeSource{Medium: corev1.StorageMediumMemory, SizeLimit: &limit}}}}
 
-	c.create(ctx, t, &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: "sec-cfg"}, Data: map[string]string{"k": "v"}},
-		hosts, hostNet, fallback, sec, local, priv, nonRoot, unsafe, fill, fillMem)
+	// Upstream's KubeletManagedEtcHosts conformance spec, as it runs:
+	// containers mounting the node's /etc/hosts at /etc/hosts-original,
+	// one of them at /etc/hosts too, in a pod and a hostNetwork pod.
+	etcHostsPod := func(name string, hostNetwork bool, n int) *corev1.Pod {
+		mounts := []corev1.VolumeMount{{Name: "host-etc-hosts", MountPath: "/etc/hosts-original"}}
+		var cs []corev1.Container
+		for i := 1; i <= n; i++ {
+			cs = append(cs, corev1.Container{Name: "busybox-" + strconv.Itoa(i), Image: c.busybox, Command: []string{"sleep", "900"}, VolumeMounts: mounts})
+		}
+		own := append(slices.Clone(mounts), corev1.VolumeMount{Name: "host-etc-hosts", MountPath: "/etc/hosts"})
+		cs[n-1].VolumeMounts = own
+		p := newPod(name, corev1.RestartPolicyAlways, cs...)
+		p.Spec.HostNetwork = hostNetwork
+		p.Spec.Volumes = []corev1.Volume{{Name: "host-etc-hosts", VolumeSource: corev1.VolumeSource{HostPath: &corev1.HostPathVolumeSource{Path: "/etc/hosts"}}}}
+		return p
+	}
 
-	done := func(p *corev1.Pod) bool { return p.Status.Phase == corev1.PodSucceeded || p.Status.Phase == corev1.PodFailed }
+	c.create(ctx, t, &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: "sec-cfg"}, Data: map[string]string{"k": "v"}},
+		hosts, hostNet, fallback, sec, local, priv, nonRoot, unsafe, fill, fillMem,
+		etcHostsPod("test-pod", false, 3), etcHostsPod("test-host-network-pod", true, 2))
+
+	done := func(p *corev1.Pod) bool {
+		return p.Status.Phase == corev1.PodSucceeded || p.Status.Phase == corev1.PodFailed
+	}
 	logOf := func(t *testing.T, pod, container string) string {
 		t.Helper()
 		out, err := c.logs(ctx, pod, &corev1.PodLogOptions{Container: container})
@@ -139,6 +160,31 @@ echo cfg=$(stat -L -c '%g' /cfg/k)`),
 			"\n# Entries added by HostAliases.\n10.9.9.9\talias.local\n---\n" + host + "\n"
 		if got := logOf(t, "hosts-hostnet", "c"); got != want {
 			t.Errorf("hostNetwork pod's /etc/hosts and /etc/hostname:\n%s\nwant\n%s", got, want)
+		}
+	})
+
+	t.Run("KubeletManagedEtcHosts", func(t *testing.T) {
+		for _, tc := range []struct {
+			pod, container string
+			managed        bool
+		}{
+			{"test-pod", "busybox-1", true}, {"test-pod", "busybox-2", true}, {"test-pod", "busybox-3", false},
+			{"test-host-network-pod", "busybox-1", false}, {"test-host-network-pod", "busybox-2", false},
+		} {
+			c.waitPod(t, tc.pod, 2*time.Minute, phase(corev1.PodRunning))
+			hosts, err := c.kubectl(ctx, t, "exec", tc.pod, "-c", tc.container, "--", "cat", "/etc/hosts")
+			if err != nil {
+				t.Fatalf("exec %s/%s: %v", tc.pod, tc.container, err)
+			}
+			orig, err := c.kubectl(ctx, t, "exec", tc.pod, "-c", tc.container, "--", "cat", "/etc/hosts-original")
+			if err != nil {
+				t.Fatalf("exec %s/%s: %v", tc.pod, tc.container, err)
+			}
+			// The spec's rule, word for word.
+			managed := strings.HasPrefix(hosts, "# Kubernetes-managed hosts file.") && hosts != orig
+			if hosts == "" || orig == "" || managed != tc.managed {
+				t.Errorf("%s/%s: /etc/hosts managed %v, want %v:\n%s", tc.pod, tc.container, managed, tc.managed, hosts)
+			}
 		}
 	})
 
