@@ -115,6 +115,21 @@ echo cfg=$(stat -L -c '%g' /cfg/k)`),
 		return p
 	}
 
+	// Unikernels: the fields that cannot apply to a VM are not applied (it
+	// runs), runAsNonRoot is checked against the image, as kubelet does.
+	ukRes := corev1.ResourceRequirements{Limits: corev1.ResourceList{corev1.ResourceMemory: resource.MustParse("512Mi")}}
+	ukSec := newPod("uk-sec", corev1.RestartPolicyNever, corev1.Container{Name: "c", Image: c.unikernel, Args: []string{"/args", "vm"}, Resources: ukRes,
+		SecurityContext: &corev1.SecurityContext{ReadOnlyRootFilesystem: ptrTo(true), AllowPrivilegeEscalation: ptrTo(false),
+			Capabilities: &corev1.Capabilities{Drop: []corev1.Capability{"ALL"}}}})
+	ukSec.Spec.RuntimeClassName = ptrTo("osv")
+	ukSec.Spec.SecurityContext = &corev1.PodSecurityContext{RunAsUser: ptrTo(int64(1000)), FSGroup: ptrTo(int64(2000)),
+		SeccompProfile: &corev1.SeccompProfile{Type: corev1.SeccompProfileTypeRuntimeDefault},
+		Sysctls:        []corev1.Sysctl{{Name: "net.ipv4.tcp_syncookies", Value: "1"}}}
+	ukNonRoot := newPod("uk-nonroot", corev1.RestartPolicyNever, corev1.Container{Name: "c", Image: c.unikernel, Args: []string{"/args"}, Resources: ukRes})
+	ukNonRoot.Spec.RuntimeClassName = ptrTo("osv")
+	ukNonRoot.Spec.SecurityContext = &corev1.PodSecurityContext{RunAsNonRoot: ptrTo(true)}
+
+	c.create(ctx, t, ukSec, ukNonRoot)
 	c.create(ctx, t, &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: "sec-cfg"}, Data: map[string]string{"k": "v"}},
 		hosts, hostNet, fallback, sec, local, priv, nonRoot, unsafe, fill, fillMem,
 		etcHostsPod("test-pod", false, 3), etcHostsPod("test-host-network-pod", true, 2))
@@ -255,6 +270,20 @@ echo cfg=$(stat -L -c '%g' /cfg/k)`),
 			t.Errorf("waiting message %q, want kubelet's %q", msg, want)
 		}
 		c.waitEvent(t, "nonroot", "Failed", "image will run as root", 30*time.Second)
+	})
+
+	t.Run("unikernel", func(t *testing.T) {
+		p := c.waitPod(t, "uk-sec", 3*time.Minute, done)
+		if p.Status.Phase != corev1.PodSucceeded {
+			t.Errorf("uk-sec: phase %s, want Succeeded (the container-only fields are not applied to a VM): %+v", p.Status.Phase, p.Status.ContainerStatuses)
+		}
+		p = c.waitPod(t, "uk-nonroot", time.Minute, func(p *corev1.Pod) bool {
+			cs := p.Status.ContainerStatuses
+			return len(cs) == 1 && cs[0].State.Waiting != nil && cs[0].State.Waiting.Reason == "CreateContainerConfigError"
+		})
+		if msg := p.Status.ContainerStatuses[0].State.Waiting.Message; !strings.Contains(msg, "container has runAsNonRoot and image will run as root") {
+			t.Errorf("uk-nonroot: %q, want kubelet's refusal", msg)
+		}
 	})
 
 	t.Run("unsafe sysctl rejected", func(t *testing.T) {
