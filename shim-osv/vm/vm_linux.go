@@ -124,6 +124,7 @@ type VM struct {
 	exitCode int
 	exitedAt time.Time
 	exited   chan struct{}
+	accel    string // the accelerator of the last boot
 
 	copies      []shareCopy // shares the shim copies (see shares.go)
 	stopRefresh context.CancelFunc
@@ -244,6 +245,7 @@ func (v *VM) Start(ctx context.Context) error {
 	v.status, v.abort = Starting, cancel
 	v.mu.Unlock()
 
+	began := time.Now()
 	pump, err := v.startAll(bctx)
 
 	v.mu.Lock()
@@ -267,6 +269,7 @@ func (v *VM) Start(ctx context.Context) error {
 	v.status = Running
 	go v.wait(ctx, v.qemu, pump)
 	go v.watchEnd(ctx, v.cons, v.qemu)
+	go v.recordBoot(ctx, v.cons, began, v.accel)
 	rctx, cancel := context.WithCancel(log.WithLogger(context.Background(), log.G(ctx)))
 	v.stopRefresh = cancel
 	for _, c := range v.copies {
@@ -323,6 +326,26 @@ func (v *VM) watchEnd(ctx context.Context, cons *console, cmd *exec.Cmd) {
 	}
 	log.G(ctx).WithField("vm", v.cfg.ID).WithField("grace", EndGrace).Warn("the guest is still running after its program ended: stopping it")
 	_ = cmd.Process.Kill()
+}
+
+// recordBoot writes BootFile once the guest's program has started: how it
+// booted and how long that took from Start.
+func (v *VM) recordBoot(ctx context.Context, cons *console, began time.Time, accel string) {
+	select {
+	case <-cons.start:
+	case <-v.exited:
+		return
+	}
+	b := Boot{Mode: BootDisk, Accel: accel, Seconds: time.Since(began).Seconds()}
+	if v.layout.Kernel != "" {
+		b.Mode = BootDirect
+	}
+	if err := b.write(v.dir); err != nil {
+		log.G(ctx).WithError(err).WithField("vm", v.cfg.ID).Warn("record boot")
+		return
+	}
+	log.G(ctx).WithField("vm", v.cfg.ID).WithField("mode", b.Mode).WithField("accel", accel).
+		WithField("seconds", b.Seconds).Debug("program started")
 }
 
 // startAll wires the network and boots QEMU with the accelerator that
@@ -427,7 +450,7 @@ func (v *VM) boot(ctx context.Context, accel string) (chan struct{}, error) {
 		shares = append(shares, sock)
 	}
 	qc := qemu.Config{Name: "feather-" + v.cfg.ID, Accel: accel, MemoryMiB: v.plan.MemoryMiB, CPUs: v.plan.CPUs,
-		Disk: "disk.qcow2", QMP: "qmp.sock", Shares: shares, Tap: v.tap, FirmwareLog: firmwareLog}
+		Disk: "disk.qcow2", QMP: "qmp.sock", StatsQMP: StatsQMP, Shares: shares, Tap: v.tap, FirmwareLog: firmwareLog}
 	if v.layout.Kernel != "" {
 		qc.Kernel, qc.Initrd, qc.Append = v.layout.Kernel, v.layout.Initrd, v.cmdline
 	}
@@ -447,6 +470,7 @@ func (v *VM) boot(ctx context.Context, accel string) (chan struct{}, error) {
 		return nil, err
 	}
 	_ = os.Remove(filepath.Join(v.dir, "qmp.sock"))
+	_ = os.Remove(filepath.Join(v.dir, StatsQMP))
 	if err := netns.Do(v.plan.NetNS, cmd.Start); err != nil {
 		if errors.Is(err, exec.ErrNotFound) || errors.Is(err, os.ErrNotExist) {
 			return nil, fmt.Errorf("%s not found: install Debian package qemu-system-x86: %w", qemu.System, errdefs.ErrFailedPrecondition)
@@ -459,7 +483,7 @@ func (v *VM) boot(ctx context.Context, accel string) (chan struct{}, error) {
 		close(pump)
 	}(v.cfg.Stdout)
 	v.mu.Lock()
-	v.qemu = cmd
+	v.qemu, v.accel = cmd, accel
 	pids := append(v.pids(), cmd.Process.Pid)
 	v.mu.Unlock()
 	if err := v.join(cmd.Process.Pid); err != nil {

@@ -3,6 +3,7 @@ package vm
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"os"
 	"path/filepath"
@@ -288,5 +289,35 @@ func TestVMNeverStarted(t *testing.T) {
 				t.Error("stdout not closed")
 			}
 		})
+	}
+}
+
+// TestVMBootRecorded checks BootFile: written once the guest's program
+// started, with the boot mode, the accelerator and a duration.
+func TestVMBootRecorded(t *testing.T) {
+	v, _ := newTestVM(t, "run")
+	path := filepath.Join(v.dir, BootFile)
+	if _, err := os.Stat(path); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("%s before start: %v", BootFile, err)
+	}
+	start := time.Now()
+	if err := v.Start(context.Background()); err != nil {
+		t.Fatalf("start: %v", err)
+	}
+	var b Boot
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		data, err := os.ReadFile(path)
+		if err == nil {
+			if err := json.Unmarshal(data, &b); err != nil {
+				t.Fatalf("%s: %v", BootFile, err)
+			}
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no %s 10 s after start: %v", BootFile, err)
+		}
+	}
+	if b.Mode != BootDirect || b.Accel != qemu.TCG || b.Seconds <= 0 || b.Seconds > time.Since(start).Seconds() {
+		t.Errorf("boot %+v: want direct, tcg, between 0 and %.2f s", b, time.Since(start).Seconds())
 	}
 }
