@@ -363,9 +363,11 @@ func (v *VM) startAll(ctx context.Context) (chan struct{}, error) {
 		}
 	}
 	pump, err := v.boot(ctx, accel)
-	if accel == qemu.KVM && v.cfg.Accel == "" && err == nil && !v.bootedUnderKVM(ctx, pump) && ctx.Err() == nil {
-		// KVM opened, and even ran the probe, yet the guest died or stays
-		// silent: KVM does not really run guests here (nested KVM).
+	if accel == qemu.KVM && v.cfg.Accel == "" && (errors.Is(err, errQEMUExited) || (err == nil && !v.bootedUnderKVM(ctx, pump))) && ctx.Err() == nil {
+		// KVM opened, and even ran the probe, yet QEMU died at once (a
+		// host whose KVM refuses -cpu host's MSRs: "failed to set MSR
+		// 0x10a"), or the guest died or stays silent: KVM does not really
+		// run guests here (nested KVM).
 		log.G(ctx).WithField("qemu", v.stderr.String()).Warn("guest failed under KVM: using TCG from now on")
 		v.reap(pump)
 		qemu.RememberAccelerator(qemu.TCG)
@@ -494,8 +496,24 @@ func (v *VM) boot(ctx context.Context, accel string) (chan struct{}, error) {
 	}
 	dctx, cancel := context.WithTimeout(ctx, socketTimeout)
 	defer cancel()
+	dialing := make(chan struct{})
+	go func() {
+		select {
+		case <-pump: // QEMU exited: its socket will never answer
+			cancel()
+		case <-dialing:
+		}
+	}()
 	c, err := qmp.Dial(dctx, socketAddr(filepath.Join(v.dir, "qmp.sock")))
+	close(dialing)
 	if err != nil {
+		t := time.NewTimer(time.Second)
+		defer t.Stop()
+		select {
+		case <-pump:
+			err = fmt.Errorf("%w: %w", errQEMUExited, err)
+		case <-t.C:
+		}
 		return pump, fmt.Errorf("qemu control socket: %w: %s", err, stderr.String())
 	}
 	v.mu.Lock()
@@ -504,6 +522,9 @@ func (v *VM) boot(ctx context.Context, accel string) (chan struct{}, error) {
 	go v.watchEvents(c)
 	return pump, nil
 }
+
+// errQEMUExited says QEMU exited before its control socket answered.
+var errQEMUExited = errors.New("qemu exited")
 
 // reap ends what a boot started — QEMU (whose console pump closes pump),
 // its QMP connection, virtiofsd — and waits for them. For a boot that did
