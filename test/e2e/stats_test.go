@@ -12,6 +12,7 @@ import (
 	"os"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -295,6 +296,37 @@ func TestAgentStats(t *testing.T) {
 	if resp.StatusCode != http.StatusUnauthorized {
 		t.Errorf("anonymous /stats/summary: %s, want 401", resp.Status)
 	}
+
+	// A VM whose QMP monitor does not answer (its QEMU stopped): the
+	// endpoint still answers, with the VM's cgroup figures and without its
+	// guest view, and the agent logs what it left out.
+	ukPid := c.taskPid(ctx, t, c.pod(ctx, t, "uk"))
+	if err := syscall.Kill(ukPid, syscall.SIGSTOP); err != nil {
+		t.Fatal(err)
+	}
+	stopped := true
+	defer func() {
+		if stopped {
+			_ = syscall.Kill(ukPid, syscall.SIGCONT)
+		}
+	}()
+	var ukStats statsv1alpha1.ContainerStats
+	waitFor(t, "a summary without the stopped VM's guest view", 45*time.Second, func(ctx context.Context) (bool, error) {
+		s := c.summary(ctx, t)
+		ukStats = container(t, s, "uk")
+		container(t, s, "uk-mem")
+		return len(ukStats.UserDefinedMetrics) == 0, nil
+	})
+	if ukStats.CPU.UsageCoreNanoSeconds == nil || *ukStats.Memory.WorkingSetBytes == 0 {
+		t.Errorf("stopped VM's stats %+v: want its cgroup's figures", ukStats)
+	}
+	if !strings.Contains(c.agent.Log(2000), "stats: guest view left out") {
+		t.Errorf("the agent did not log the guest view it left out")
+	}
+	if err := syscall.Kill(ukPid, syscall.SIGCONT); err != nil {
+		t.Fatal(err)
+	}
+	stopped = false
 
 	// A pod whose container exits during scrapes: the endpoint answers for
 	// the rest.
