@@ -228,6 +228,11 @@ func Run(ctx context.Context, cfg Config) error {
 		NodeName: cfg.NodeName, HostIP: ip, Namespace: cfg.Namespace, Runtimes: cfg.Runtimes, PlainHTTP: cfg.PlainHTTP,
 		RegistryConfigDir: cfg.RegistryConfigDir, LogDir: cfg.LogDir, StateDir: cfg.StateDir, RunDir: cfg.RunDir, Logger: logger, LogRotation: cfg.ContainerLog, Admit: admit,
 		Network: network, DNS: dnsConfig(cfg), ObservePull: am.pullObserved,
+		TaskStarted: func(id, runtime string, pid uint32) {
+			if osv := cfg.Runtimes["osv"]; osv != "" && runtime == osv && pid != 0 {
+				go am.watchBoot(ctx, pid)
+			}
+		},
 		ConfigMaps: getters.configMaps.Lister(), Services: svcInformer.Lister(),
 		NodeAllocatable: status.Node().Status.Allocatable, AllowedUnsafeSysctls: cfg.AllowedUnsafeSysctls,
 		Finalize: func(ctx context.Context, ns, name string, uid types.UID) error {

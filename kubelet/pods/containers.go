@@ -305,6 +305,9 @@ func (w *worker) start(ctx context.Context, pod *corev1.Pod, c *corev1.Container
 		return fmt.Errorf("start %s: %w", c.Name, err)
 	}
 	w.log.WithField("container", id).Debug("task started")
+	if p.cfg.TaskStarted != nil {
+		p.cfg.TaskStarted(id, runtime, task.Pid())
+	}
 	p.events.Event(pod, corev1.EventTypeNormal, "Started", "Started container "+c.Name)
 	return nil
 }

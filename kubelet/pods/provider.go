@@ -67,6 +67,11 @@ type Config struct {
 	// ObservePull, if set, is told how long each image pull took and
 	// whether it failed (the agent's metrics).
 	ObservePull func(d time.Duration, err error)
+	// TaskStarted, if set, is told of each container task started (after
+	// its Start returned): its containerd runtime and its pid (a
+	// unikernel's QEMU). It must not block (the agent's boot metric
+	// watches the VM's boot from there).
+	TaskStarted func(id, runtime string, pid uint32)
 	// ConfigMaps and Services are read for containers' environments
 	// (configMapKeyRef, envFrom, the services' variables); nil for none.
 	// Services must have synced once before pods start, as kubelet waits.
