@@ -36,29 +36,30 @@ type worker struct {
 	uid types.UID
 	log *log.Entry
 
-	mu          sync.Mutex
-	pod         *corev1.Pod // nil until CreatePod (recovered pods)
-	status      *corev1.PodStatus
-	skel        *corev1.Pod
-	admitted    bool
-	running     []*corev1.Pod // other pods, for admission
-	failed      *waiting
-	waiting     map[string]waiting
-	pullBackoff map[string]time.Time // image → when to try again
-	pullDelay   map[string]time.Duration
-	grace       time.Duration
-	terminating bool
-	started     time.Time
-	netns       string
-	attached    bool                 // to the pod network (or hostNetwork)
-	podIPs      []string             // from the pod network
-	netRetry    time.Time            // when to try the pod network again
-	netDelay    time.Duration        // back-off of failed attachments
-	resolv      string               // the pod's resolv.conf
-	released    bool                 // detached from the pod network: the pod ended
-	mounts      map[string]string    // volume name → host path
-	refreshAt   time.Time            // when volumes change next (zero: never)
-	probes      map[string]*probeSet // by container name; the worker goroutine's
+	mu           sync.Mutex
+	pod          *corev1.Pod // nil until CreatePod (recovered pods)
+	status       *corev1.PodStatus
+	skel         *corev1.Pod
+	admitted     bool
+	running      []*corev1.Pod // other pods, for admission
+	failed       *waiting
+	waiting      map[string]waiting
+	pullBackoff  map[string]time.Time // image → when to try again
+	pullDelay    map[string]time.Duration
+	grace        time.Duration
+	terminating  bool
+	started      time.Time
+	netns        string
+	attached     bool                 // to the pod network (or hostNetwork)
+	podIPs       []string             // from the pod network
+	netRetry     time.Time            // when to try the pod network again
+	netDelay     time.Duration        // back-off of failed attachments
+	resolv       string               // the pod's resolv.conf
+	released     bool                 // detached from the pod network: the pod ended
+	mounts       map[string]string    // volume name → host path
+	refreshAt    time.Time            // when volumes change next (zero: never)
+	probes       map[string]*probeSet // by container name; the worker goroutine's
+	evictCheckAt time.Time            // when the emptyDirs' usage is measured next
 
 	// hookCtx ends when the pod is deleted: a postStart hook running then
 	// is cut short.
@@ -182,11 +183,18 @@ func (w *worker) sync(ctx context.Context) (next time.Duration, done bool) {
 // reconcile starts what should run. It returns when to look again.
 func (w *worker) reconcile(ctx context.Context, pod *corev1.Pod, insts []instance) (next time.Duration) {
 	if !w.admitted {
-		if len(insts) == 0 && w.p.cfg.Admit != nil {
+		if len(insts) == 0 {
 			w.mu.Lock()
 			running := w.running
 			w.mu.Unlock()
-			if r := w.p.cfg.Admit(pod, running); r != nil {
+			var r *Rejection
+			if w.p.sysctls != nil {
+				r = w.p.sysctls.admit(pod)
+			}
+			if r == nil && w.p.cfg.Admit != nil {
+				r = w.p.cfg.Admit(pod, running)
+			}
+			if r != nil {
 				// Decided once: one event, as kubelet's rejectPod.
 				w.admitted = true
 				w.failed = &waiting{Reason: r.Reason, Message: r.Message}
@@ -206,6 +214,12 @@ func (w *worker) reconcile(ctx context.Context, pod *corev1.Pod, insts []instanc
 			return time.Hour
 		}
 		defer func() { next = min(next, left) }()
+	}
+	if d := w.checkStorage(ctx, pod, insts); d > 0 {
+		if w.failed != nil {
+			return time.Hour
+		}
+		defer func() { next = min(next, d) }()
 	}
 	if !pod.Spec.HostNetwork && w.netns == "" {
 		p, err := w.p.net.Ensure(string(pod.UID))
@@ -260,6 +274,11 @@ func (w *worker) reconcile(ctx context.Context, pod *corev1.Pod, insts []instanc
 		w.stopSidecars(ctx, pod, insts, podGrace(pod))
 		return time.Hour
 	}
+	evicted, d := w.checkEviction(ctx, pod, insts)
+	if evicted {
+		return time.Hour
+	}
+	next = min(next, d)
 	probes := w.probeStates()
 	mainRan := view.mainStarted()
 	for i := range pod.Spec.InitContainers {
@@ -478,10 +497,10 @@ func (w *worker) stop(ctx context.Context, insts []instance, grace time.Duration
 		}
 	}
 	_ = removeAll(w.p.terminationDir(w.uid))
-	if w.resolv != "" {
-		_ = os.Remove(w.resolv)
-		_ = os.Remove(filepath.Dir(w.resolv)) // the pod's state dir, unless volumes are in it
+	for _, f := range []string{"etc-hosts", "hostname", "resolv.conf"} {
+		_ = os.Remove(filepath.Join(w.podFilesDir(), f))
 	}
+	_ = os.Remove(w.podFilesDir()) // the pod's state dir, unless volumes are in it
 	w.mu.Lock()
 	pod := w.pod
 	if pod == nil {
@@ -614,6 +633,13 @@ var _ client.Task
 func (w *worker) deadlineExceeded(ctx context.Context, pod *corev1.Pod, insts []instance) {
 	const msg = "Pod was active on the node longer than the specified deadline"
 	w.p.events.Event(pod, corev1.EventTypeNormal, "DeadlineExceeded", msg)
+	w.failPod(ctx, pod, insts, "DeadlineExceeded", msg)
+}
+
+// failPod kills every running container of the pod (preStop first; the
+// sidecars after the others, last first), and fails it with reason and msg;
+// none runs again. It blocks until the kills are done.
+func (w *worker) failPod(ctx context.Context, pod *corev1.Pod, insts []instance, reason, msg string) {
 	w.stopProbes()
 	// The kills end before the phase turns Failed: virtual-kubelet sends no
 	// status of a pod after it is Failed, so the containers' ends must be in
@@ -634,5 +660,5 @@ func (w *worker) deadlineExceeded(ctx context.Context, pod *corev1.Pod, insts []
 	}
 	wg.Wait()
 	w.stopSidecars(ctx, pod, insts, max(time.Until(deadline), minGrace))
-	w.failed = &waiting{Reason: "DeadlineExceeded", Message: msg}
+	w.failed = &waiting{Reason: reason, Message: msg}
 }

@@ -2,7 +2,10 @@ package stats
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"io"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -10,6 +13,7 @@ import (
 
 	tasks "github.com/containerd/containerd/api/services/tasks/v1"
 	"github.com/containerd/containerd/v2/client"
+	"github.com/containerd/containerd/v2/core/containers"
 	"github.com/containerd/errdefs"
 	"github.com/containerd/errdefs/pkg/errgrpc"
 	"google.golang.org/protobuf/types/known/anypb"
@@ -25,7 +29,10 @@ type Containerd struct {
 	Unikernel func(runtime string) bool
 }
 
-var _ Runtime = (*Containerd)(nil)
+var (
+	_ Runtime      = (*Containerd)(nil)
+	_ GuestRuntime = (*Containerd)(nil)
+)
 
 // Metrics asks containerd for the task's metrics (the shim reads its
 // cgroup; an OSv shim the VM's).
@@ -42,26 +49,70 @@ func (c *Containerd) Metrics(ctx context.Context, id string) (*anypb.Any, time.T
 	return nil, time.Time{}, fmt.Errorf("task %s: %w", id, errdefs.ErrNotFound)
 }
 
-// instanceDisk is the OSv shim's instance disk, in QEMU's working directory.
-const instanceDisk = "disk.qcow2"
+// In QEMU's working directory (the VM's directory) the OSv shim keeps the
+// instance disk and a QMP monitor for stats readers (shim-osv/vm.StatsQMP).
+const (
+	instanceDisk = "disk.qcow2"
+	statsQMP     = "qmp-stats.sock"
+)
 
-// Rootfs returns the usage of the container's snapshot, or of a
-// unikernel's instance disk.
-func (c *Containerd) Rootfs(ctx context.Context, id string) (uint64, uint64, error) {
+// vmPid returns container id and the pid of its QEMU, 0 when id is not a
+// unikernel.
+func (c *Containerd) vmPid(ctx context.Context, id string) (containers.Container, int, error) {
 	info, err := c.Client.ContainerService().Get(ctx, id)
 	if err != nil {
-		return 0, 0, errgrpc.ToNative(err)
+		return info, 0, errgrpc.ToNative(err)
 	}
-	if c.Unikernel != nil && c.Unikernel(info.Runtime.Name) {
-		t, err := c.Client.TaskService().Get(ctx, &tasks.GetRequest{ContainerID: id})
-		if err != nil {
-			return 0, 0, errgrpc.ToNative(err)
-		}
-		fi, err := os.Stat(filepath.Join("/proc", strconv.Itoa(int(t.Process.Pid)), "cwd", instanceDisk))
-		if err != nil {
+	if c.Unikernel == nil || !c.Unikernel(info.Runtime.Name) {
+		return info, 0, nil
+	}
+	t, err := c.Client.TaskService().Get(ctx, &tasks.GetRequest{ContainerID: id})
+	if err != nil {
+		return info, 0, errgrpc.ToNative(err)
+	}
+	return info, int(t.Process.Pid), nil
+}
+
+// Guest asks a unikernel's QEMU, on the VM's stats monitor, for the guest's
+// memory.
+func (c *Containerd) Guest(ctx context.Context, id string) (GuestMemory, error) {
+	_, pid, err := c.vmPid(ctx, id)
+	if err != nil {
+		return GuestMemory{}, err
+	}
+	if pid == 0 {
+		return GuestMemory{}, fmt.Errorf("container %s is no VM: %w", id, errdefs.ErrNotImplemented)
+	}
+	proc := filepath.Join("/proc", strconv.Itoa(pid))
+	sock := filepath.Join(proc, "cwd", statsQMP)
+	if _, err := os.Stat(sock); err != nil {
+		return GuestMemory{}, fmt.Errorf("vm of %s has no stats monitor %s (started by an older shim?): %w", id, sock, errdefs.ErrNotImplemented)
+	}
+	g, err := queryGuest(ctx, sock, func() (io.ReadCloser, error) { return os.Open(filepath.Join(proc, "smaps")) })
+	if err != nil {
+		return GuestMemory{}, fmt.Errorf("guest of %s: %w", id, err)
+	}
+	return g, nil
+}
+
+// Rootfs returns the usage of the container's snapshot, or of a
+// unikernel's instance disk where the shim made it in its bundle (else it
+// is in the snapshot, made by the feather snapshotter).
+func (c *Containerd) Rootfs(ctx context.Context, id string) (uint64, uint64, error) {
+	info, pid, err := c.vmPid(ctx, id)
+	if err != nil {
+		return 0, 0, err
+	}
+	if pid != 0 {
+		fi, err := os.Stat(filepath.Join("/proc", strconv.Itoa(pid), "cwd", instanceDisk))
+		switch {
+		case err == nil:
+			return allocated(fi), 0, nil
+		case !errors.Is(err, fs.ErrNotExist):
 			return 0, 0, fmt.Errorf("instance disk of %s: %w", id, err)
 		}
-		return allocated(fi), 0, nil
+		// None of the shim's own: the snapshotter made it in the
+		// container's snapshot (snapshotter/), whose usage counts it.
 	}
 	if info.Snapshotter == "" || info.SnapshotKey == "" {
 		return 0, 0, fmt.Errorf("container %s has no snapshot: %w", id, errdefs.ErrNotFound)

@@ -98,6 +98,7 @@ type VM struct {
 	dir     string
 	plan    Plan
 	layout  vmimage.Layout
+	disk    string // the instance disk QEMU boots
 	cmdline string
 	net     *netns.Config
 	tap     string
@@ -124,6 +125,7 @@ type VM struct {
 	exitCode int
 	exitedAt time.Time
 	exited   chan struct{}
+	accel    string // the accelerator of the last boot
 
 	copies      []shareCopy // shares the shim copies (see shares.go)
 	stopRefresh context.CancelFunc
@@ -190,10 +192,17 @@ func Create(ctx context.Context, cfg Config) (_ *VM, retErr error) {
 		return nil, err
 	}
 	v.cons = v.newConsole(ctx)
-	disk := filepath.Join(v.dir, "disk.qcow2")
-	if err := qemu.CreateOverlay(ctx, layout.Disk, layout.DiskFormat, disk); err != nil {
-		return nil, fmt.Errorf("instance disk: %w", err)
+	// The snapshotter's instance disk, in the container's snapshot on
+	// disk; else one of our own in the bundle (under /run, a tmpfs on a
+	// real node: the VM's writes are then held in RAM).
+	disk := layout.Instance
+	if disk == "" {
+		disk = filepath.Join(v.dir, "disk.qcow2")
+		if err := qemu.CreateOverlay(ctx, layout.Disk, layout.DiskFormat, disk); err != nil {
+			return nil, fmt.Errorf("instance disk: %w", err)
+		}
 	}
+	v.disk = disk
 	if err := v.ensureMountPoints(ctx, disk); err != nil {
 		return nil, err
 	}
@@ -223,7 +232,7 @@ func Create(ctx context.Context, cfg Config) (_ *VM, retErr error) {
 		return nil, err
 	}
 	// Not the command line itself: it holds every environment value.
-	log.G(ctx).WithField("cmdline_bytes", len(v.cmdline)).WithField("direct", layout.Kernel != "").Debug("vm created")
+	log.G(ctx).WithField("cmdline_bytes", len(v.cmdline)).WithField("direct", layout.Kernel != "").WithField("disk", disk).Debug("vm created")
 	return v, nil
 }
 
@@ -244,6 +253,7 @@ func (v *VM) Start(ctx context.Context) error {
 	v.status, v.abort = Starting, cancel
 	v.mu.Unlock()
 
+	began := time.Now()
 	pump, err := v.startAll(bctx)
 
 	v.mu.Lock()
@@ -267,6 +277,7 @@ func (v *VM) Start(ctx context.Context) error {
 	v.status = Running
 	go v.wait(ctx, v.qemu, pump)
 	go v.watchEnd(ctx, v.cons, v.qemu)
+	go v.recordBoot(ctx, v.cons, began, v.accel)
 	rctx, cancel := context.WithCancel(log.WithLogger(context.Background(), log.G(ctx)))
 	v.stopRefresh = cancel
 	for _, c := range v.copies {
@@ -325,6 +336,26 @@ func (v *VM) watchEnd(ctx context.Context, cons *console, cmd *exec.Cmd) {
 	_ = cmd.Process.Kill()
 }
 
+// recordBoot writes BootFile once the guest's program has started: how it
+// booted and how long that took from Start.
+func (v *VM) recordBoot(ctx context.Context, cons *console, began time.Time, accel string) {
+	select {
+	case <-cons.start:
+	case <-v.exited:
+		return
+	}
+	b := Boot{Mode: BootDisk, Accel: accel, Seconds: time.Since(began).Seconds()}
+	if v.layout.Kernel != "" {
+		b.Mode = BootDirect
+	}
+	if err := b.write(v.dir); err != nil {
+		log.G(ctx).WithError(err).WithField("vm", v.cfg.ID).Warn("record boot")
+		return
+	}
+	log.G(ctx).WithField("vm", v.cfg.ID).WithField("mode", b.Mode).WithField("accel", accel).
+		WithField("seconds", b.Seconds).Debug("program started")
+}
+
 // startAll wires the network and boots QEMU with the accelerator that
 // works, with v.mu not held; ctx ends when Kill aborts the boot. It returns
 // the channel the console pump closes at its end, nil if QEMU never
@@ -340,9 +371,11 @@ func (v *VM) startAll(ctx context.Context) (chan struct{}, error) {
 		}
 	}
 	pump, err := v.boot(ctx, accel)
-	if accel == qemu.KVM && v.cfg.Accel == "" && err == nil && !v.bootedUnderKVM(ctx, pump) && ctx.Err() == nil {
-		// KVM opened, and even ran the probe, yet the guest died or stays
-		// silent: KVM does not really run guests here (nested KVM).
+	if accel == qemu.KVM && v.cfg.Accel == "" && (errors.Is(err, errQEMUExited) || (err == nil && !v.bootedUnderKVM(ctx, pump))) && ctx.Err() == nil {
+		// KVM opened, and even ran the probe, yet QEMU died at once (a
+		// host whose KVM refuses -cpu host's MSRs: "failed to set MSR
+		// 0x10a"), or the guest died or stays silent: KVM does not really
+		// run guests here (nested KVM).
 		log.G(ctx).WithField("qemu", v.stderr.String()).Warn("guest failed under KVM: using TCG from now on")
 		v.reap(pump)
 		qemu.RememberAccelerator(qemu.TCG)
@@ -427,7 +460,7 @@ func (v *VM) boot(ctx context.Context, accel string) (chan struct{}, error) {
 		shares = append(shares, sock)
 	}
 	qc := qemu.Config{Name: "feather-" + v.cfg.ID, Accel: accel, MemoryMiB: v.plan.MemoryMiB, CPUs: v.plan.CPUs,
-		Disk: "disk.qcow2", QMP: "qmp.sock", Shares: shares, Tap: v.tap, FirmwareLog: firmwareLog}
+		Disk: v.disk, QMP: "qmp.sock", StatsQMP: StatsQMP, Shares: shares, Tap: v.tap, FirmwareLog: firmwareLog}
 	if v.layout.Kernel != "" {
 		qc.Kernel, qc.Initrd, qc.Append = v.layout.Kernel, v.layout.Initrd, v.cmdline
 	}
@@ -447,6 +480,7 @@ func (v *VM) boot(ctx context.Context, accel string) (chan struct{}, error) {
 		return nil, err
 	}
 	_ = os.Remove(filepath.Join(v.dir, "qmp.sock"))
+	_ = os.Remove(filepath.Join(v.dir, StatsQMP))
 	if err := netns.Do(v.plan.NetNS, cmd.Start); err != nil {
 		if errors.Is(err, exec.ErrNotFound) || errors.Is(err, os.ErrNotExist) {
 			return nil, fmt.Errorf("%s not found: install Debian package qemu-system-x86: %w", qemu.System, errdefs.ErrFailedPrecondition)
@@ -459,7 +493,7 @@ func (v *VM) boot(ctx context.Context, accel string) (chan struct{}, error) {
 		close(pump)
 	}(v.cfg.Stdout)
 	v.mu.Lock()
-	v.qemu = cmd
+	v.qemu, v.accel = cmd, accel
 	pids := append(v.pids(), cmd.Process.Pid)
 	v.mu.Unlock()
 	if err := v.join(cmd.Process.Pid); err != nil {
@@ -470,8 +504,24 @@ func (v *VM) boot(ctx context.Context, accel string) (chan struct{}, error) {
 	}
 	dctx, cancel := context.WithTimeout(ctx, socketTimeout)
 	defer cancel()
+	dialing := make(chan struct{})
+	go func() {
+		select {
+		case <-pump: // QEMU exited: its socket will never answer
+			cancel()
+		case <-dialing:
+		}
+	}()
 	c, err := qmp.Dial(dctx, socketAddr(filepath.Join(v.dir, "qmp.sock")))
+	close(dialing)
 	if err != nil {
+		t := time.NewTimer(time.Second)
+		defer t.Stop()
+		select {
+		case <-pump:
+			err = fmt.Errorf("%w: %w", errQEMUExited, err)
+		case <-t.C:
+		}
 		return pump, fmt.Errorf("qemu control socket: %w: %s", err, stderr.String())
 	}
 	v.mu.Lock()
@@ -480,6 +530,9 @@ func (v *VM) boot(ctx context.Context, accel string) (chan struct{}, error) {
 	go v.watchEvents(c)
 	return pump, nil
 }
+
+// errQEMUExited says QEMU exited before its control socket answered.
+var errQEMUExited = errors.New("qemu exited")
 
 // reap ends what a boot started — QEMU (whose console pump closes pump),
 // its QMP connection, virtiofsd — and waits for them. For a boot that did
