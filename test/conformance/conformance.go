@@ -310,16 +310,19 @@ func pushImages(ctx context.Context, env *harness.Env, c *harness.Cluster, agnho
 		}
 		local := "docker.io/feather-conformance/" + m[1] + ":build"
 		tarball := filepath.Join(env.Dir, m[1]+".oci.tar")
-		switch m[1] {
-		case "agnhost":
-			err = harness.WriteAgnhostImage(tarball, local, agnhost)
-		case "busybox":
-			err = harness.WriteBusyboxImage(tarball, local)
-		case "pause":
-			err = harness.WritePauseImage(tarball, local)
-		default:
-			skipped = append(skipped, ref)
-			continue
+		err = nil
+		if _, serr := os.Stat(tarball); serr != nil { // one build per image, pushed under each of its tags
+			switch m[1] {
+			case "agnhost":
+				err = harness.WriteAgnhostImage(tarball, local, agnhost)
+			case "busybox":
+				err = harness.WriteBusyboxImage(tarball, local)
+			case "pause":
+				err = harness.WritePauseImage(tarball, local)
+			default:
+				skipped = append(skipped, ref)
+				continue
+			}
 		}
 		if err == nil {
 			err = c.Containerd.Push(ctx, tarball, local, ref)
