@@ -56,10 +56,14 @@ type Link struct{ Name, Target string }
 // /agnhost-2, its /uploads directory, the user (1000) and group (50000)
 // that upstream's Dockerfile adds, and upstream's entrypoint ["/agnhost"]
 // and command ["pause"]. Busybox stands in for the Alpine base and the
-// tools upstream installs (sh, nc, wget, nslookup, …).
+// tools upstream installs (sh, nc, wget, nslookup, …), with a curl that
+// does `curl URL` through busybox wget.
 func WriteAgnhostImage(path, ref string, agnhost []byte) error {
 	extra := []File{
 		{Name: "agnhost", Mode: 0o755, Data: agnhost},
+		// The suite's exec hooks run `sh -c "curl URL"` (upstream installs
+		// Alpine's curl); busybox's wget does that GET.
+		{Name: "bin/curl", Mode: 0o755, Data: []byte("#!/bin/sh\n# curl URL, as the e2e suite uses it: busybox wget stands in for curl\nexec wget -q -O - \"$@\"\n")},
 		{Name: "etc/passwd", Mode: 0o644, Data: []byte(etcPasswd +
 			"user-defined-in-image:x:1000:1000:Linux User,,,:/home/user-defined-in-image:/bin/sh\n")},
 		{Name: "etc/group", Mode: 0o644, Data: []byte(etcGroup +

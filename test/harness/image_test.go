@@ -134,6 +134,9 @@ func TestWriteAgnhostImage(t *testing.T) {
 	if f := layer["agnhost-2"]; f == nil || f.hdr.Typeflag != tar.TypeSymlink || f.hdr.Linkname != "agnhost" {
 		t.Errorf("agnhost-2 is not a link to agnhost: %+v", f)
 	}
+	if f := layer["bin/curl"]; f == nil || !bytes.HasPrefix(f.data, []byte("#!/bin/sh\n")) || f.hdr.Mode&0o111 == 0 {
+		t.Errorf("bin/curl missing or not an executable script: %+v", f)
+	}
 	if f := layer["bin/sh"]; f == nil || f.hdr.Linkname != "busybox" {
 		t.Errorf("bin/sh is not busybox: %+v", f)
 	}
