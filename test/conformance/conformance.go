@@ -13,6 +13,7 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
@@ -64,6 +65,7 @@ func Main(args []string) int {
 	timeout := fs.Duration("timeout", 2*time.Hour, "how long the suite may run")
 	focus := fs.String("focus", "", "a regexp replacing the default selection (e.g. one spec's name, to rerun it)")
 	dryRun := fs.Bool("dry-run", false, "list the selected specs without starting a cluster")
+	reportOnly := fs.Bool("report-only", false, "start nothing: print the last run's results from --report-dir and rewrite the README table")
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
@@ -82,7 +84,12 @@ func Main(args []string) int {
 	if *focus != "" {
 		cfg.focus = []string{*focus}
 	}
-	if err := run(cfg); err != nil {
+	if *reportOnly {
+		err = report(cfg)
+	} else {
+		err = run(cfg)
+	}
+	if err != nil {
 		fmt.Fprintf(os.Stderr, "feather-conformance: %v\n", err)
 		return 1
 	}
@@ -175,20 +182,43 @@ func run(cfg config) error {
 		logf("stopping the cluster reported: %s", leaks)
 	}
 
+	if serr != nil && !errors.As(serr, new(*exec.ExitError)) {
+		return fmt.Errorf("run the suite: %w", serr)
+	}
+	sum := Run{Duration: took, Procs: cfg.procs, Version: suiteVersion(t.e2e), Full: len(cfg.focus) == len(Focus) && cfg.focus[0] == Focus[0]}
+	if b, err := json.Marshal(sum); err == nil {
+		_ = os.WriteFile(filepath.Join(cfg.reportDir, runFile), b, 0o644)
+	}
+	return report(cfg)
+}
+
+// runFile, in the report directory, is the Run of the last run.
+const runFile = "run.json"
+
+// report prints the results of the run in cfg.reportDir and, for a run of
+// the whole selection, rewrites the README's table.
+func report(cfg config) error {
+	var sum Run
+	b, err := os.ReadFile(filepath.Join(cfg.reportDir, runFile))
+	if err == nil {
+		err = json.Unmarshal(b, &sum)
+	}
+	if err != nil {
+		return fmt.Errorf("no finished run in %s: %w", cfg.reportDir, err)
+	}
 	specs, err := ReadJUnit(filepath.Join(cfg.reportDir, "junit_01.xml"))
 	if err != nil {
-		return fmt.Errorf("the suite wrote no report (%v): %w", serr, err)
+		return fmt.Errorf("the suite wrote no report: %w", err)
 	}
-	counts := Count(specs)
+	sum.Counts = Count(specs)
 	for _, s := range specs {
 		if s.Result != Passed {
 			fmt.Printf("%s: %s\n    %s\n", strings.ToUpper(string(s.Result)), s.Name, Cause(s))
 		}
 	}
-	fmt.Printf("\nmake conformance: %s, in %s\n", counts, took.Round(time.Second))
-	if cfg.readme != "-" && len(cfg.focus) == len(Focus) && cfg.focus[0] == Focus[0] {
-		table := Table(Run{Counts: counts, Duration: took, Procs: cfg.procs, Version: suiteVersion(t.e2e)}, specs)
-		if err := UpdateReadme(cfg.readme, table); err != nil {
+	fmt.Printf("\nmake conformance: %s, in %s\n", sum.Counts, sum.Duration.Round(time.Second))
+	if cfg.readme != "-" && sum.Full {
+		if err := UpdateReadme(cfg.readme, Table(sum, specs)); err != nil {
 			return err
 		}
 		fmt.Printf("results table written to %s\n", cfg.readme)
@@ -309,7 +339,7 @@ func pushImages(ctx context.Context, env *harness.Env, c *harness.Cluster, agnho
 			continue
 		}
 		local := "docker.io/feather-conformance/" + m[1] + ":build"
-		tarball := filepath.Join(env.Dir, m[1]+".oci.tar")
+		tarball := filepath.Join(env.Dir, "conformance-"+m[1]+".oci.tar")
 		err = nil
 		if _, serr := os.Stat(tarball); serr != nil { // one build per image, pushed under each of its tags
 			switch m[1] {

@@ -10,7 +10,8 @@ import (
 
 // TestReadJUnit checks which specs count: unselected specs (bare "skipped")
 // and passed suite nodes are left out; a runtime skip keeps its reason; a
-// timed-out spec is a failure.
+// timed-out spec is a failure; "[It] " is not part of a name; a failure
+// without a message attribute takes its text.
 func TestReadJUnit(t *testing.T) {
 	specs, err := ReadJUnit(filepath.Join("testdata", "junit_01.xml"))
 	if err != nil {
@@ -20,8 +21,9 @@ func TestReadJUnit(t *testing.T) {
 		"[sig-node] Pods should get a host IP [NodeConformance] [Conformance]": {Result: Passed},
 		`[sig-node] Probing container should be restarted with a exec "cat /tmp/health" liveness probe [NodeConformance] [Conformance]`: {
 			Result: Failed, Message: "timed out | waiting for restart\nsecond line"},
-		"[sig-node] Something [LinuxOnly] [Conformance]": {Result: Skipped, Message: "Only supported for providers [gce]"},
-		"[sig-node] Timed out spec [Conformance]":        {Result: Failed, Message: "timedout"},
+		"[sig-node] Something [LinuxOnly] [Conformance]":                            {Result: Skipped, Message: "Only supported for providers [gce]"},
+		"[sig-node] Timed out spec [Conformance]":                                   {Result: Failed, Message: "timedout"},
+		"[sig-node] Secrets should be consumable via the environment [Conformance]": {Result: Failed, Message: "expected \"data-1=value-1\" in container output\nmore"},
 	}
 	if len(specs) != len(want) {
 		t.Fatalf("got %d specs, want %d: %+v", len(specs), len(want), specs)
@@ -32,7 +34,7 @@ func TestReadJUnit(t *testing.T) {
 			t.Errorf("spec %q = %s %q, want %+v (listed: %v)", s.Name, s.Result, s.Message, w, ok)
 		}
 	}
-	if c := Count(specs); c != (Counts{Passed: 1, Failed: 2, Skipped: 1}) {
+	if c := Count(specs); c != (Counts{Passed: 1, Failed: 3, Skipped: 1}) {
 		t.Errorf("counts = %+v", c)
 	}
 }

@@ -64,13 +64,20 @@ func ReadJUnit(path string) ([]Spec, error) {
 	var specs []Spec
 	for _, s := range r.Suites {
 		for _, c := range s.Cases {
-			sp := Spec{Name: c.Name}
+			// Ginkgo names a spec "[It] <full text>"; the text is its name.
+			sp := Spec{Name: strings.TrimPrefix(c.Name, "[It] ")}
 			switch {
 			case c.Failure != nil || c.Error != nil || (c.Status != "passed" && c.Status != "skipped" && c.Status != "pending"):
 				sp.Result = Failed
 				switch {
 				case c.Failure != nil:
+					// The suite's reporter leaves the attribute empty and
+					// writes the failure as the element's text.
 					sp.Message = c.Failure.Message
+					if sp.Message == "" {
+						sp.Message = strings.TrimPrefix(strings.TrimSpace(c.Failure.Text), "[FAILED] ")
+						sp.Message = strings.TrimPrefix(sp.Message, "[PANICKED] ")
+					}
 				case c.Error != nil:
 					sp.Message = c.Error.Message
 				default:

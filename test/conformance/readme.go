@@ -19,6 +19,8 @@ type Run struct {
 	Duration time.Duration
 	Procs    int
 	Version  string
+	// Full is whether the run ran the whole selection (not --focus).
+	Full bool
 }
 
 // Table is the Markdown of the results: the counts, then a row for every
