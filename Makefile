@@ -53,7 +53,7 @@ bench: ## Run the benchmarks once each; they print tables of measured figures
 
 # Not part of make test: it runs for tens of minutes. PROCS=N sets the ginkgo processes; it holds no lock itself:
 # run it alone on the host (its cluster makes bridges, iptables chains and pods that host-wide leak checks see).
-PROCS ?= 4
+PROCS ?= 6
 conformance: deps deps-conformance guest build ## Run the upstream [Conformance] specs of [sig-node] and the [sig-storage] volume specs against a Feather node; writes the table in kubelet/README.md
 	$(GO) build -o _output/bin/feather-conformance ./test/cmd/feather-conformance
 	_output/bin/feather-conformance --procs $(PROCS)

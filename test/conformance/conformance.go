@@ -59,7 +59,7 @@ func logf(format string, args ...any) {
 // it could not run, 2 on a usage error.
 func Main(args []string) int {
 	fs := flag.NewFlagSet("feather-conformance", flag.ContinueOnError)
-	procs := fs.Int("procs", 4, "ginkgo processes running specs side by side (1: e2e.test alone, serially)")
+	procs := fs.Int("procs", 6, "ginkgo processes running specs side by side (1: e2e.test alone, serially)")
 	reportDir := fs.String("report-dir", "", "where the JUnit report, the suite's output and the agent's log go (default _output/conformance)")
 	readme := fs.String("readme", "", "the README whose results table is rewritten (default kubelet/README.md; \"-\" for none)")
 	timeout := fs.Duration("timeout", 2*time.Hour, "how long the suite may run")

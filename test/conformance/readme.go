@@ -29,7 +29,7 @@ type Run struct {
 func Table(run Run, specs []Spec) string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "%s\n\nLast `make conformance` (e2e.test %s, %d ginkgo processes, %s): **%s**.\n\n",
-		tableBegin, run.Version, run.Procs, run.Duration.Round(time.Minute), run.Counts)
+		tableBegin, run.Version, run.Procs, run.Duration.Round(time.Second), run.Counts)
 	b.WriteString("| Spec | Result | Cause |\n|---|---|---|\n")
 	rows := 0
 	for _, s := range specs {
@@ -89,7 +89,11 @@ func UpdateReadme(path, table string) error {
 		s = strings.TrimRight(s, "\n") + "\n\n## Conformance\n\n`make conformance` runs the upstream e2e suite's " +
 			"`[Conformance]` specs of `[sig-node]` and the ConfigMap, Secret, Projected, Downward API, EmptyDir and HostPath " +
 			"volume specs of `[sig-storage]` (not `[Serial]`, not `[Disruptive]`) against a Feather node, the only schedulable " +
-			"node of a harness cluster, and writes this table.\n\n" + table
+			"node of a harness cluster, and writes this table. Run it as root, alone on the host (its bridges, iptables chains and " +
+			"pods are what other end-to-end tests' leak checks look for): `make conformance` (`PROCS=N` ginkgo processes, default 6); " +
+			"`_output/bin/feather-conformance --focus REGEX` reruns some specs; `--report-only` rewrites the table from the last run. " +
+			"The images the suite needs are built here: agnhost (built from the pinned module, with busybox standing in for upstream's " +
+			"Alpine tools), busybox (Debian's busybox-static) and pause; nginx is not (no static nginx here), and no selected spec uses it.\n\n" + table
 	default:
 		return fmt.Errorf("update %s: the results table's markers are broken (want %q before %q)", path, tableBegin, tableEnd)
 	}
