@@ -16,5 +16,5 @@ var causes = []struct{ spec, cause string }{
 	{"KubeletManagedEtcHosts", "missing feature: kubelet-managed /etc/hosts (being done: k13a)"},
 	{"hostAliases", "missing feature: hostAliases in a managed /etc/hosts (being done: k13a)"},
 	{"FallbackToLogsOnError", "missing feature: terminationMessagePolicy FallbackToLogsOnError (being done: k13a)"},
-	{"exec hook properly", "image (fixed after the run): the hook runs `curl`, which upstream's Alpine-based agnhost has; the agnhost image built here now has a curl (busybox wget)"},
+	{"exec hook properly", "image: the hook runs `sh -c \"curl URL\"` (`sh: curl: not found`), and upstream's Alpine-based agnhost has curl; the agnhost image built here now has a curl (busybox wget) — fix committed after this run, not rerun yet"},
 }
