@@ -34,6 +34,7 @@ build: ## Build all packages, and Feather's binaries into bin/
 	$(GO) build $(BINFLAGS) -o bin/ ./flint/cmd/flint
 	$(GO) build $(BINFLAGS) -o bin/ ./kubelet/cmd/feather
 	$(GO) build $(BINFLAGS) -o bin/ ./kubelet/cmd/feather-cri-log
+	$(GO) build $(BINFLAGS) -o bin/ ./snapshotter/cmd/feather-snapshotter
 
 lint: ## Check formatting of tracked .go files (gofmt) and run go vet
 	@files=$$(git ls-files '*.go'); \

@@ -274,10 +274,15 @@ func (w *worker) start(ctx context.Context, pod *corev1.Pod, c *corev1.Container
 		return &waitErr{reason: "CreateContainerConfigError", event: "Failed", msg: err.Error(), retry: 10 * time.Second}
 	}
 	specOpts = append(specOpts, extra...)
+	snapshotter := p.snapshotterFor(runtime)
+	if err := ensureUnpacked(ctx, image, snapshotter); err != nil {
+		return err
+	}
 	cont, err := p.cd.NewContainer(ctx, id,
 		client.WithImage(image),
 		client.WithImageConfigLabels(image),
 		client.WithAdditionalContainerLabels(labels),
+		client.WithSnapshotter(snapshotter),
 		client.WithNewSnapshot(id, image),
 		client.WithRuntime(runtime, nil),
 		client.WithNewSpec(specOpts...))
@@ -383,6 +388,28 @@ func (p *Provider) handlers() []string {
 	return hs
 }
 
+// snapshotterFor returns the snapshotter of containers on runtime: ""
+// (containerd's default) for runc, Config.VMSnapshotter for the others.
+func (p *Provider) snapshotterFor(runtime string) string {
+	if runtime == p.cfg.Runtimes["runc"] {
+		return ""
+	}
+	return p.cfg.VMSnapshotter
+}
+
+// ensureUnpacked unpacks image for snapshotter ("" the default) unless it is
+// already.
+func ensureUnpacked(ctx context.Context, image client.Image, snapshotter string) error {
+	ok, err := image.IsUnpacked(ctx, snapshotter)
+	if err == nil && ok {
+		return nil
+	}
+	if err := image.Unpack(ctx, snapshotter); err != nil {
+		return fmt.Errorf("unpack image %s (snapshotter %q): %w", image.Name(), snapshotter, err)
+	}
+	return nil
+}
+
 // image returns c's image, pulled per its imagePullPolicy.
 func (w *worker) image(ctx context.Context, pod *corev1.Pod, c *corev1.Container) (client.Image, error) {
 	p := w.p
@@ -416,7 +443,12 @@ func (w *worker) image(ctx context.Context, pod *corev1.Pod, c *corev1.Container
 	}
 	p.events.Event(pod, corev1.EventTypeNormal, "Pulling", fmt.Sprintf("Pulling image %q", c.Image))
 	start := time.Now()
-	img, err := p.cd.Pull(ctx, name, client.WithPullUnpack, client.WithResolver(p.resolver(ctx, pod)))
+	pullOpts := []client.RemoteOpt{client.WithResolver(p.resolver(ctx, pod))}
+	if p.cfg.VMSnapshotter == "" {
+		// Else unpacked by start, for the snapshotter of its runtime.
+		pullOpts = append(pullOpts, client.WithPullUnpack)
+	}
+	img, err := p.cd.Pull(ctx, name, pullOpts...)
 	if p.cfg.ObservePull != nil {
 		p.cfg.ObservePull(time.Since(start), err)
 	}

@@ -215,6 +215,12 @@ func (w *worker) reconcile(ctx context.Context, pod *corev1.Pod, insts []instanc
 		}
 		defer func() { next = min(next, left) }()
 	}
+	if d := w.checkStorage(ctx, pod, insts); d > 0 {
+		if w.failed != nil {
+			return time.Hour
+		}
+		defer func() { next = min(next, d) }()
+	}
 	if !pod.Spec.HostNetwork && w.netns == "" {
 		p, err := w.p.net.Ensure(string(pod.UID))
 		if err != nil {
@@ -625,6 +631,13 @@ var _ client.Task
 func (w *worker) deadlineExceeded(ctx context.Context, pod *corev1.Pod, insts []instance) {
 	const msg = "Pod was active on the node longer than the specified deadline"
 	w.p.events.Event(pod, corev1.EventTypeNormal, "DeadlineExceeded", msg)
+	w.failPod(ctx, pod, insts, "DeadlineExceeded", msg)
+}
+
+// failPod kills every running container of the pod (preStop first), and
+// fails it with reason and msg; none runs again. It blocks until the kills
+// are done.
+func (w *worker) failPod(ctx context.Context, pod *corev1.Pod, insts []instance, reason, msg string) {
 	w.stopProbes()
 	// The kills end before the phase turns Failed: virtual-kubelet sends no
 	// status of a pod after it is Failed, so the containers' ends must be in
@@ -638,5 +651,5 @@ func (w *worker) deadlineExceeded(ctx context.Context, pod *corev1.Pod, insts []
 		wg.Go(func() { w.killContainer(ctx, pod, specContainer(pod, in.Name), in, podGrace(pod)) })
 	}
 	wg.Wait()
-	w.failed = &waiting{Reason: "DeadlineExceeded", Message: msg}
+	w.failed = &waiting{Reason: reason, Message: msg}
 }

@@ -48,11 +48,11 @@ func serve(st State) int {
 	if err := st.write(envFile, env.Dir); err != nil {
 		r.Fatalf("state: %v", err)
 	}
-	logf("starting the control plane, containerd, a registry and the agent in %s", env.Dir)
+	logf("starting the control plane, Feather's snapshotter, containerd, a registry and the agent in %s", env.Dir)
 	c := env.StartCluster(harness.ClusterOptions{Services: true, Metrics: true, Agent: harness.AgentOptions{Name: NodeName,
 		// A long-lived cluster: the harness's debug level logs every sync.
 		Args: []string{"--log-level", "info"}}})
-	logf("node %s is Ready at %s; kube-proxy, CoreDNS (Service kube-system/kube-dns, %s) and metrics-server (kubectl top) run; RuntimeClass osv created; images pushed to the registry at %s",
+	logf("node %s is Ready at %s (unikernels on the feather snapshotter); kube-proxy, CoreDNS (Service kube-system/kube-dns, %s) and metrics-server (kubectl top) run; RuntimeClass osv created; images pushed to the registry at %s",
 		NodeName, c.Agent.Address.IP, harness.ClusterDNSIP, c.Registry.Host)
 	kubeconfig, err := os.ReadFile(c.ControlPlane.AdminKubeconfig)
 	if err == nil {
@@ -82,7 +82,7 @@ func serve(st State) int {
 	if err := drain(c, logf); err != nil {
 		r.Errorf("%v", err)
 	}
-	logf("stopping the agent, the registry, containerd and the control plane")
+	logf("stopping the agent, the registry, containerd, the snapshotter and the control plane")
 	errs := r.finish()
 	result := "ok"
 	if errs != "" {
