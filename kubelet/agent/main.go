@@ -142,7 +142,7 @@ func parsePairs(s string) (map[string]string, error) {
 }
 
 func parseTaints(s string) ([]corev1.Taint, error) {
-	var out []corev1.Taint
+	out := []corev1.Taint{} // not nil: "" means no taints, not the default ones
 	for _, t := range strings.Split(s, ",") {
 		if t = strings.TrimSpace(t); t == "" {
 			continue
