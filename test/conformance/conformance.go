@@ -137,7 +137,7 @@ func run(cfg config) error {
 	if cfg.dryRun {
 		return suite(t, cfg, nil, os.Stdout, true)
 	}
-	r := &runner{}
+	r := &harness.Program{Logf: logf, Exit: os.Exit}
 	env := harness.New(r)
 	logf("starting the control plane, containerd, a registry, CoreDNS, kube-proxy and the agent (node %s, no taints) in %s", NodeName, env.Dir)
 	c := env.StartCluster(harness.ClusterOptions{Services: true, Agent: harness.AgentOptions{Name: NodeName,
@@ -178,7 +178,7 @@ func run(cfg config) error {
 	if b, err := os.ReadFile(c.Agent.LogFile()); err == nil {
 		_ = os.WriteFile(filepath.Join(cfg.reportDir, "feather.log"), b, 0o644)
 	}
-	if leaks := r.finish(); leaks != "" {
+	if leaks := r.Finish(); leaks != "" {
 		logf("stopping the cluster reported: %s", leaks)
 	}
 

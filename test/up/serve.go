@@ -31,7 +31,7 @@ const agentNamespace = "feather"
 // pods (so that the agent tears down their containers, network namespaces
 // and volumes) and closes the harness Env, which stops every component and
 // sweeps whatever is left. It returns the exit code: 1 if stopping found a
-// leak. A failure on the way up exits 1 through runner.Fatalf.
+// leak. A failure on the way up exits 1 through harness.Program.Fatalf.
 func serve(st State) int {
 	start := time.Now()
 	logf := func(format string, args ...any) {
@@ -40,7 +40,7 @@ func serve(st State) int {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
 	signal.Ignore(syscall.SIGHUP)
-	r := &runner{logf: logf, exit: os.Exit, fail: func(msg string) { _ = st.write(errorFile, msg+"\n") }}
+	r := &harness.Program{Logf: logf, Exit: os.Exit, Fail: func(msg string) { _ = st.write(errorFile, msg+"\n") }}
 
 	// The harness's steps cannot be interrupted: a signal that comes while
 	// one runs is acted on when it returns.
@@ -83,7 +83,7 @@ func serve(st State) int {
 		r.Errorf("%v", err)
 	}
 	logf("stopping the agent, the registry, containerd, the snapshotter and the control plane")
-	errs := r.finish()
+	errs := r.Finish()
 	result := "ok"
 	if errs != "" {
 		result = errs
