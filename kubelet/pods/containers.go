@@ -26,6 +26,7 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 
 	"github.com/feather-edge/feather/kubelet/logs"
+	"github.com/feather-edge/feather/osv"
 	"github.com/feather-edge/feather/vmimage"
 )
 
@@ -92,6 +93,9 @@ func (p *Provider) instances(ctx context.Context, uid types.UID, wake func()) ([
 			continue
 		default:
 			in.Running = true
+			if p.isUnikernel(in) {
+				in.Booting = !p.programStarted(ctx, task, c.ID())
+			}
 			if wake != nil {
 				p.watch(ctx, task, c.ID(), wake)
 			}
@@ -99,6 +103,40 @@ func (p *Provider) instances(ctx context.Context, uid types.UID, wake func()) ([
 		out = append(out, in)
 	}
 	return out, nil
+}
+
+// programStarted reports whether the program of unikernel id, whose task
+// runs, has started: the shim says so in the task's Pids (the Info of type
+// osv.ProgramStartedTypeURL), once its console printed the start line. The
+// answer is remembered once yes, until the container is removed.
+func (p *Provider) programStarted(ctx context.Context, task client.Task, id string) bool {
+	p.mu.Lock()
+	done := p.started[id]
+	p.mu.Unlock()
+	if done {
+		return true
+	}
+	ps, err := task.Pids(ctx)
+	if err != nil {
+		return false
+	}
+	if !startedIn(ps) {
+		return false
+	}
+	p.mu.Lock()
+	p.started[id] = true
+	p.mu.Unlock()
+	return true
+}
+
+// startedIn reports whether a VM's process list says its program started.
+func startedIn(ps []client.ProcessInfo) bool {
+	for _, pi := range ps {
+		if pi.Info != nil && pi.Info.GetTypeUrl() == osv.ProgramStartedTypeURL {
+			return true
+		}
+	}
+	return false
 }
 
 // recordExit writes an exited run's code and times onto its container.
@@ -207,6 +245,9 @@ func (p *Provider) removeContainer(ctx context.Context, id string) error {
 	if err := c.Delete(ctx, client.WithSnapshotCleanup); err != nil && !errdefs.IsNotFound(err) {
 		return fmt.Errorf("delete container %s: %w", id, err)
 	}
+	p.mu.Lock()
+	delete(p.started, id)
+	p.mu.Unlock()
 	return nil
 }
 

@@ -23,6 +23,9 @@ type instance struct {
 	// Running: its task runs. Exited: it ran and ended; ExitCode,
 	// FinishedAt and Reason say how.
 	Running, Exited       bool
+	// Booting: it runs, but it is a unikernel whose program has not
+	// started yet (the VM boots); it is neither started nor ready.
+	Booting bool
 	StartedAt, FinishedAt time.Time
 	ExitCode              int32
 	Reason                string
@@ -156,6 +159,17 @@ func (v *view) containerStatus(c *corev1.Container, init bool, pendingReason str
 		st.State.Running = &corev1.ContainerStateRunning{StartedAt: metav1.NewTime(latest.StartedAt)}
 		ps, probed := v.probes[c.Name]
 		st.Ready, st.Started = !probed || ps.ready, ptr(!probed || ps.started)
+		if latest.Booting {
+			// A unikernel is ready (without a readiness probe) and
+			// started (without a startup probe) once its program has
+			// started, not when its VM has.
+			if c.ReadinessProbe == nil {
+				st.Ready = false
+			}
+			if c.StartupProbe == nil {
+				st.Started = ptr(st.Ready) // a passed readiness probe: it serves
+			}
+		}
 	case isWaiting:
 		st.State.Waiting = &corev1.ContainerStateWaiting{Reason: w.Reason, Message: w.Message}
 		if latest.Exited {

@@ -174,9 +174,29 @@ func (w *worker) sync(ctx context.Context) (next time.Duration, done bool) {
 			w.stopProbes()
 		}
 		w.publish(pod, insts)
+		if booting(insts) {
+			// Nothing wakes the worker when a program starts: look
+			// again soon.
+			next = min(next, bootPoll)
+		}
 	}
 	w.releaseIfDone(ctx)
 	return next, false
+}
+
+// bootPoll is how often a worker looks whether a booting unikernel's
+// program has started.
+const bootPoll = 250 * time.Millisecond
+
+// booting reports whether a unikernel of insts runs but its program has not
+// started yet.
+func booting(insts []instance) bool {
+	for _, in := range insts {
+		if in.Running && in.Booting {
+			return true
+		}
+	}
+	return false
 }
 
 // reconcile starts what should run. It returns when to look again.
