@@ -49,7 +49,7 @@ func (p *Provider) instances(ctx context.Context, uid types.UID, wake func()) ([
 		l := info.Labels
 		in := instance{ID: c.ID(), Name: l[LabelContainer], Attempt: atoi(l[LabelAttempt]), Init: l[LabelInit] == "true",
 			Image: info.Image, ImageID: l[LabelImageID], Runtime: info.Runtime.Name,
-			StartedAt: parseTime(l[LabelStartedAt])}
+			StartedAt: parseTime(l[LabelStartedAt]), Resources: decodeResources(l[LabelResources])}
 		if code, ok := l[LabelExitCode]; ok {
 			in.Exited, in.ExitCode, in.FinishedAt, in.Reason = true, int32(atoi(code)), parseTime(l[LabelFinishedAt]), l[LabelReason]
 			in.Message = p.terminationMessage(uid, in.ID)
@@ -287,6 +287,7 @@ func (w *worker) start(ctx context.Context, pod *corev1.Pod, c *corev1.Container
 	labels := map[string]string{
 		LabelPodUID: string(pod.UID), LabelPodNamespace: pod.Namespace, LabelPodName: pod.Name,
 		LabelContainer: c.Name, LabelAttempt: fmt.Sprint(attempt), LabelImageID: image.Target().Digest.String(),
+		LabelResources: encodeResources(allocated(c)),
 	}
 	if init {
 		labels[LabelInit] = "true"
@@ -567,15 +568,16 @@ func (w *worker) specOpts(ctx context.Context, pod *corev1.Pod, c *corev1.Contai
 	} else if w.netns != "" {
 		opts = append(opts, oci.WithLinuxNamespace(specs.LinuxNamespace{Type: specs.NetworkNamespace, Path: w.netns}))
 	}
-	if lim := c.Resources.Limits.Memory(); lim != nil && !lim.IsZero() {
-		opts = append(opts, oci.WithMemoryLimit(uint64(lim.Value())))
+	// Kubelet's cgroup values, as an in-place resize sets them later.
+	lr := linuxResources(allocated(c))
+	if lim := *lr.Memory.Limit; lim > 0 {
+		opts = append(opts, oci.WithMemoryLimit(uint64(lim)))
 	}
-	if lim := c.Resources.Limits.Cpu(); lim != nil && !lim.IsZero() {
-		const period = 100000
-		opts = append(opts, oci.WithCPUCFS(lim.MilliValue()*period/1000, period))
+	if q := *lr.CPU.Quota; q > 0 {
+		opts = append(opts, oci.WithCPUCFS(q, *lr.CPU.Period))
 	}
 	if req := c.Resources.Requests.Cpu(); req != nil && !req.IsZero() {
-		opts = append(opts, oci.WithCPUShares(uint64(max(2, req.MilliValue()*1024/1000))))
+		opts = append(opts, oci.WithCPUShares(*lr.CPU.Shares))
 	}
 	if sc := c.SecurityContext; sc != nil {
 		if sc.Privileged != nil && *sc.Privileged {

@@ -31,6 +31,9 @@ type instance struct {
 	Reason                string
 	// Message is the termination message of an exited run.
 	Message string
+	// Resources are those the run was given (LabelResources); nil for a
+	// run started before the agent recorded them.
+	Resources *corev1.ResourceRequirements
 }
 
 // waiting is why a container does not run now, when its instances do not
@@ -47,6 +50,8 @@ type view struct {
 	podIPs    []string
 	started   time.Time
 	prev      *corev1.PodStatus // for the conditions' transition times
+	// resize is the state of an in-place resize, nil when none is left.
+	resize *resizeState
 	// probes are the probe results of the running containers that have
 	// probes, by name; a running container without is started and ready.
 	probes map[string]probeState
@@ -185,6 +190,17 @@ func (v *view) containerStatus(c *corev1.Container, init bool, pendingReason str
 	}
 	if prev != nil && prev.Exited {
 		st.LastTerminationState.Terminated = terminated(*prev)
+	}
+	if latest.Resources != nil {
+		// Kubelet's allocated and actual resources: the agent actuates
+		// what it allocates at once.
+		r := latest.Resources.DeepCopy()
+		if len(r.Requests) > 0 {
+			st.AllocatedResources = r.Requests.DeepCopy()
+		}
+		if st.State.Running != nil {
+			st.Resources = r
+		}
 	}
 	if init && !sidecar(c) && st.State.Terminated != nil && st.State.Terminated.ExitCode == 0 {
 		st.Ready = true // kubelet: an init container that completed is ready
@@ -336,5 +352,21 @@ func (v *view) status() corev1.PodStatus {
 	msg := fmt.Sprintf("containers with unready status: %s", names(unready))
 	cond(corev1.ContainersReady, len(unready) == 0, readyReason, msg)
 	cond(corev1.PodReady, len(unready) == 0, readyReason, msg)
+	if r := v.resize; r != nil {
+		t := corev1.PodResizeInProgress
+		if r.Pending {
+			t = corev1.PodResizePending
+		}
+		c := corev1.PodCondition{Type: t, Status: corev1.ConditionTrue, Reason: r.Reason, Message: r.Message,
+			ObservedGeneration: pod.Generation, LastTransitionTime: metav1.Now()}
+		if v.prev != nil {
+			for _, p := range v.prev.Conditions {
+				if p.Type == t && p.Reason == c.Reason {
+					c.LastTransitionTime = p.LastTransitionTime
+				}
+			}
+		}
+		st.Conditions = append(st.Conditions, c)
+	}
 	return st
 }

@@ -59,6 +59,7 @@ type worker struct {
 	mounts      map[string]string    // volume name → host path
 	refreshAt   time.Time            // when volumes change next (zero: never)
 	probes      map[string]*probeSet // by container name; the worker goroutine's
+	resizing    *resizeState         // the last resize's outcome, nil when none is left
 
 	// hookCtx ends when the pod is deleted: a postStart hook running then
 	// is cut short.
@@ -323,6 +324,22 @@ func (w *worker) reconcile(ctx context.Context, pod *corev1.Pod, insts []instanc
 			next = d
 		}
 	}
+	if r := w.resize(ctx, pod, insts); r != nil {
+		w.mu.Lock()
+		news := w.resizing == nil || *w.resizing != *r
+		w.resizing = r
+		w.mu.Unlock()
+		if news && r.Pending && r.Reason == corev1.PodReasonInfeasible {
+			w.p.events.Event(pod, corev1.EventTypeWarning, "ResizeInfeasible", r.Message)
+		}
+		if !r.Pending || r.Reason == corev1.PodReasonDeferred {
+			next = min(next, 5*time.Second) // try again: resources may free up
+		}
+	} else {
+		w.mu.Lock()
+		w.resizing = nil
+		w.mu.Unlock()
+	}
 	return min(next, w.ensureEphemeral(ctx, pod, view))
 }
 
@@ -416,7 +433,7 @@ func (w *worker) clearWaiting(name string) {
 func (w *worker) publish(pod *corev1.Pod, insts []instance) {
 	w.mu.Lock()
 	v := &view{pod: pod, instances: insts, waiting: map[string]waiting{}, failed: w.failed,
-		hostIP: w.p.cfg.HostIP, started: w.started, prev: w.status, probes: w.probeStates()}
+		hostIP: w.p.cfg.HostIP, started: w.started, prev: w.status, probes: w.probeStates(), resize: w.resizing}
 	for k, x := range w.waiting {
 		v.waiting[k] = x
 	}
