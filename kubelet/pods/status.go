@@ -22,10 +22,10 @@ type instance struct {
 	Runtime string
 	// Running: its task runs. Exited: it ran and ended; ExitCode,
 	// FinishedAt and Reason say how.
-	Running, Exited       bool
+	Running, Exited bool
 	// Booting: it runs, but it is a unikernel whose program has not
 	// started yet (the VM boots); it is neither started nor ready.
-	Booting bool
+	Booting               bool
 	StartedAt, FinishedAt time.Time
 	ExitCode              int32
 	Reason                string
