@@ -298,6 +298,9 @@ func (w *worker) start(ctx context.Context, pod *corev1.Pod, c *corev1.Container
 		// tried again as kubelet's pod worker does, every 10 s.
 		return &waitErr{reason: "CreateContainerConfigError", event: "Failed", msg: err.Error(), retry: 10 * time.Second}
 	}
+	if runtime == p.cfg.Runtimes["runc"] {
+		specOpts = append(specOpts, withCgroupMount(c))
+	}
 	specOpts = append(specOpts, extra...)
 	cont, err := p.cd.NewContainer(ctx, id,
 		client.WithImage(image),
@@ -606,6 +609,18 @@ func (w *worker) specOpts(ctx context.Context, pod *corev1.Pod, c *corev1.Contai
 		}
 	}
 	return opts, nil
+}
+
+// withCgroupMount mounts the container's cgroups at /sys/fs/cgroup, read-only
+// unless it is privileged, as containerd's CRI does for kubelet (runc binds
+// the container's own cgroup directories there): programs read their limits
+// from it (the JVM, Go's GOMAXPROCS, kubelet's resize tests).
+func withCgroupMount(c *corev1.Container) oci.SpecOpts {
+	opts := []string{"nosuid", "noexec", "nodev", "relatime", "ro"}
+	if sc := c.SecurityContext; sc != nil && sc.Privileged != nil && *sc.Privileged {
+		opts[len(opts)-1] = "rw"
+	}
+	return oci.WithMounts([]specs.Mount{{Source: "cgroup", Destination: "/sys/fs/cgroup", Type: "cgroup", Options: opts}})
 }
 
 func capName(c corev1.Capability) string {

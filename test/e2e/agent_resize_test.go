@@ -52,11 +52,15 @@ func TestAgentResize(t *testing.T) {
 			t.Fatalf("resize %s: %v", pod, err)
 		}
 	}
+	// cgroup reads a cgroup file of container from inside it, as the
+	// conformance specs do: v1 (a controller's directory), else v2.
 	cgroup := func(container, v1, v2 string) string {
 		t.Helper()
-		out, err := c.kubectl(ctx, t, "exec", "box", "-c", container, "--", "sh", "-c", fmt.Sprintf("cat /sys/fs/cgroup/%s 2>/dev/null || cat /sys/fs/cgroup/%s", v1, v2))
+		script := fmt.Sprintf("cat /sys/fs/cgroup/%s 2>/dev/null || cat /sys/fs/cgroup/%s", v1, v2)
+		out, err := c.kubectl(ctx, t, "exec", "box", "-c", container, "--", "sh", "-c", script)
 		if err != nil {
-			t.Fatalf("read the cgroup of %s: %v: %s", container, err, out)
+			ls, _ := c.kubectl(ctx, t, "exec", "box", "-c", container, "--", "sh", "-c", "mount | grep cgroup; ls -l /sys/fs/cgroup /sys/fs/cgroup/*/ | head -60")
+			t.Fatalf("read the cgroup of %s: %v: %s\nits cgroup mounts:\n%s", container, err, out, ls)
 		}
 		return strings.Fields(out)[0]
 	}
