@@ -72,6 +72,9 @@ type Config struct {
 	// ContainerLog bounds each container's log: kubelet's
 	// containerLogMaxSize and containerLogMaxFiles.
 	ContainerLog logs.Rotation
+	// AllowedUnsafeSysctls: see pods.Config (kubelet's
+	// --allowed-unsafe-sysctls).
+	AllowedUnsafeSysctls []string
 	// Workers is the number of pods virtual-kubelet syncs at once.
 	Workers int
 	// CNIConfDir holds the pod network's CNI configuration; the agent
@@ -225,8 +228,13 @@ func Run(ctx context.Context, cfg Config) error {
 		NodeName: cfg.NodeName, HostIP: ip, Namespace: cfg.Namespace, Runtimes: cfg.Runtimes, PlainHTTP: cfg.PlainHTTP,
 		RegistryConfigDir: cfg.RegistryConfigDir, LogDir: cfg.LogDir, StateDir: cfg.StateDir, RunDir: cfg.RunDir, Logger: logger, LogRotation: cfg.ContainerLog, Admit: admit,
 		Network: network, DNS: dnsConfig(cfg), ObservePull: am.pullObserved,
+		TaskStarted: func(id, runtime string, pid uint32) {
+			if osv := cfg.Runtimes["osv"]; osv != "" && runtime == osv && pid != 0 {
+				go am.watchBoot(ctx, pid)
+			}
+		},
 		ConfigMaps: getters.configMaps.Lister(), Services: svcInformer.Lister(),
-		NodeAllocatable: status.Node().Status.Allocatable,
+		NodeAllocatable: status.Node().Status.Allocatable, AllowedUnsafeSysctls: cfg.AllowedUnsafeSysctls,
 		Finalize: func(ctx context.Context, ns, name string, uid types.UID) error {
 			zero := int64(0)
 			err := kube.CoreV1().Pods(ns).Delete(ctx, name, metav1.DeleteOptions{GracePeriodSeconds: &zero,

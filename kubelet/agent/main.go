@@ -40,6 +40,7 @@ func Main(args []string) int {
 	fs.DurationVar(&cfg.StatsMaxAge, "stats-max-age", cfg.StatsMaxAge, "how long one gathering of stats answers /stats/summary and /metrics/resource (0: gather for every request); keep it below the scrape interval")
 	logMaxSize := fs.String("container-log-max-size", "10Mi", "size at which a container's log file is rotated (a quantity: 10Mi, 500Ki), as kubelet's flag")
 	fs.IntVar(&cfg.ContainerLog.MaxFiles, "container-log-max-files", cfg.ContainerLog.MaxFiles, "most log files of a container, the current one included (at least 2), as kubelet's flag")
+	unsafeSysctls := fs.String("allowed-unsafe-sysctls", "", "unsafe sysctls (names, or prefixes ending in *) pods may set, comma-separated, as kubelet's flag; the safe ones always may")
 	fs.IntVar(&cfg.Workers, "workers", cfg.Workers, "pods synced at once")
 	fs.StringVar(&cfg.CNIConfDir, "cni-conf-dir", cfg.CNIConfDir, "CNI network configuration directory: its lexically first *.conflist, *.conf or *.json is used; the default network is written there when it has none")
 	cniBin := fs.String("cni-bin-dir", strings.Join(cfg.CNIBinDirs, ","), "directories of CNI plugin binaries, comma-separated")
@@ -83,6 +84,7 @@ func Main(args []string) int {
 		cfg.PlainHTTP = strings.Split(*plain, ",")
 	}
 	cfg.CNIBinDirs, cfg.PodCIDRs, cfg.ClusterDNS = splitList(*cniBin), splitList(*podCIDR), splitList(*clusterDNS)
+	cfg.AllowedUnsafeSysctls = splitList(*unsafeSysctls)
 	for _, ip := range cfg.ClusterDNS {
 		if net.ParseIP(ip) == nil {
 			fmt.Fprintf(os.Stderr, "feather: --cluster-dns: %q is not an IP address\n", ip)

@@ -2,11 +2,16 @@ package agent
 
 import (
 	"context"
+	"encoding/json"
 	"net/http"
+	"os"
+	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
 
+	"github.com/containerd/log"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
@@ -27,6 +32,9 @@ type agentMetrics struct {
 	podStart   prometheus.Histogram
 	imagePull  *prometheus.HistogramVec
 	containerd *prometheus.CounterVec
+	vmBoot     *prometheus.HistogramVec
+
+	proc string // procfs, where watchBoot finds QEMU's working directory
 
 	mu   sync.Mutex
 	seen map[types.UID]time.Time // pods seen, not yet running
@@ -36,7 +44,7 @@ type agentMetrics struct {
 // newAgentMetrics registers the metrics; pods lists the node's pods when
 // /metrics is scraped (pods by phase are counted then, not kept).
 func newAgentMetrics(list func(context.Context) ([]*corev1.Pod, error)) *agentMetrics {
-	m := &agentMetrics{reg: prometheus.NewRegistry(), seen: map[types.UID]time.Time{}, done: map[types.UID]bool{},
+	m := &agentMetrics{reg: prometheus.NewRegistry(), proc: "/proc", seen: map[types.UID]time.Time{}, done: map[types.UID]bool{},
 		podStart: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "feather_pod_start_duration_seconds",
 			Help:    "Duration in seconds from the agent seeing a pod for the first time to the pod running (kubelet_pod_start_duration_seconds)",
 			Buckets: []float64{0.5, 1, 2, 3, 4, 5, 6, 8, 10, 20, 30, 45, 60, 120, 180, 240, 300, 360, 480, 600}}),
@@ -45,9 +53,12 @@ func newAgentMetrics(list func(context.Context) ([]*corev1.Pod, error)) *agentMe
 			Buckets: []float64{0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300}}, []string{"result"}),
 		containerd: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "feather_containerd_errors_total",
 			Help: "containerd API calls that failed, by method and gRPC code"}, []string{"method", "code"}),
+		vmBoot: prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "feather_vm_boot_duration_seconds",
+			Help:    "Duration in seconds from a unikernel task's start to its program's (as the OSv shim measured it), by boot mode (direct, disk) and accelerator (kvm, tcg)",
+			Buckets: []float64{0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1, 1.5, 2, 3, 4, 5, 7.5, 10, 15, 30, 60}}, []string{"mode", "accel"}),
 	}
 	m.reg.MustRegister(collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}), collectors.NewGoCollector(),
-		m.podStart, m.imagePull, m.containerd, phaseCollector{list})
+		m.podStart, m.imagePull, m.containerd, m.vmBoot, phaseCollector{list})
 	return m
 }
 
@@ -62,6 +73,52 @@ func (m *agentMetrics) pullObserved(d time.Duration, err error) {
 		result = "error"
 	}
 	m.imagePull.WithLabelValues(result).Observe(d.Seconds())
+}
+
+// bootPoll is how often watchBoot looks for the shim's boot record, and
+// bootWatch how long at most.
+const (
+	bootPoll  = 100 * time.Millisecond
+	bootWatch = 10 * time.Minute
+)
+
+// vmBootFile is the OSv shim's record of a VM's boot, in QEMU's working
+// directory (shim-osv/vm.BootFile), written once the program started.
+const vmBootFile = "boot.json"
+
+// watchBoot observes the boot of the VM whose QEMU is pid, from the shim's
+// record of it: it polls for the record until it is there, QEMU is gone,
+// bootWatch passed or ctx ended. A boot that never reaches the program is
+// not observed.
+func (m *agentMetrics) watchBoot(ctx context.Context, pid uint32) {
+	dir := filepath.Join(m.proc, strconv.Itoa(int(pid)), "cwd")
+	t := time.NewTicker(bootPoll)
+	defer t.Stop()
+	deadline := time.Now().Add(bootWatch)
+	for {
+		data, err := os.ReadFile(filepath.Join(dir, vmBootFile))
+		if err == nil {
+			var b struct {
+				Mode    string  `json:"mode"`
+				Accel   string  `json:"accel"`
+				Seconds float64 `json:"seconds"`
+			}
+			if err := json.Unmarshal(data, &b); err != nil || b.Mode == "" {
+				log.G(ctx).WithError(err).WithField("pid", pid).Warn("vm boot record unreadable")
+				return
+			}
+			m.vmBoot.WithLabelValues(b.Mode, b.Accel).Observe(b.Seconds)
+			return
+		}
+		if _, err := os.Stat(dir); err != nil || time.Now().After(deadline) {
+			return // QEMU exited (or was never this VM's): no boot to observe
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
 }
 
 // podSeen notes when the agent first got pod.

@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"net/http/httptest"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -65,5 +67,56 @@ func TestAgentMetrics(t *testing.T) {
 	}
 	if strings.Contains(body, "Tasks/Get") {
 		t.Error("a NotFound answer was counted as an error")
+	}
+}
+
+// TestWatchBoot: the VM boot histogram gets what the shim recorded once
+// it is there, by boot mode and accelerator; a VM whose QEMU is gone is not
+// waited for.
+func TestWatchBoot(t *testing.T) {
+	m := newAgentMetrics(func(context.Context) ([]*corev1.Pod, error) { return nil, nil })
+	m.proc = t.TempDir()
+	cwd := filepath.Join(m.proc, "77", "cwd")
+	if err := os.MkdirAll(cwd, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan struct{})
+	go func() {
+		m.watchBoot(context.Background(), 77)
+		close(done)
+	}()
+	select {
+	case <-done:
+		t.Fatal("watchBoot returned before the boot was recorded")
+	case <-time.After(3 * bootPoll): // the watcher must still be polling: this is the assertion's window
+	}
+	if err := os.WriteFile(filepath.Join(cwd, vmBootFile), []byte(`{"mode":"direct","accel":"tcg","seconds":0.31}`), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-done:
+	case <-time.After(5 * time.Second):
+		t.Fatal("watchBoot did not see the boot record")
+	}
+	gone := make(chan struct{})
+	go func() {
+		m.watchBoot(context.Background(), 78) // no such process
+		close(gone)
+	}()
+	select {
+	case <-gone:
+	case <-time.After(5 * time.Second):
+		t.Fatal("watchBoot waits for a QEMU that is gone")
+	}
+	rec := httptest.NewRecorder()
+	m.handler().ServeHTTP(rec, httptest.NewRequest("GET", "/metrics", nil))
+	body := rec.Body.String()
+	for _, want := range []string{
+		`feather_vm_boot_duration_seconds_count{accel="tcg",mode="direct"} 1`,
+		`feather_vm_boot_duration_seconds_sum{accel="tcg",mode="direct"} 0.31`,
+	} {
+		if !strings.Contains(body, want) {
+			t.Errorf("/metrics lacks %q:\n%s", want, body)
+		}
 	}
 }

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"net/http"
+	"os"
 	"path/filepath"
 
 	"github.com/containerd/containerd/v2/client"
@@ -28,6 +29,15 @@ func newStats(cfg Config, cd *client.Client, pods func(context.Context) ([]*core
 		Runtime:  &stats.Containerd{Client: cd, Unikernel: func(rt string) bool { return osv != "" && rt == osv }},
 		StateDir: cfg.StateDir, ImageFsDir: cfg.ImageFsDir, LogDir: cfg.LogDir,
 		VolumesDir: filepath.Join(cfg.StateDir, "pods"), Bridge: cfg.CNIBridge, MaxAge: cfg.StatsMaxAge,
+		SystemProcesses: func(ctx context.Context) map[string]int {
+			procs := map[string]int{statsv1alpha1.SystemContainerKubelet: os.Getpid()}
+			if pid, err := socketPeer(cfg.Containerd); err != nil {
+				log.G(ctx).WithError(err).Info("stats: runtime system container left out")
+			} else {
+				procs[statsv1alpha1.SystemContainerRuntime] = pid
+			}
+			return procs
+		},
 		PodNetwork: func(_ context.Context, uid types.UID) ([]statsv1alpha1.InterfaceStats, error) {
 			return stats.NetnsInterfaces(nets.Path(string(uid)))
 		},

@@ -134,6 +134,7 @@ func (f *File) rotateLocked() error {
 	if err != nil {
 		return fmt.Errorf("rotate log %s: %w", f.path, err)
 	}
+	lockWriter(nf) // before it takes the path
 	_, newest, err := rotated(f.path)
 	if err != nil {
 		nf.Close()

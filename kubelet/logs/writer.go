@@ -58,6 +58,7 @@ func OpenRotating(path string, rot Rotation) (*File, error) {
 	if err != nil {
 		return nil, fmt.Errorf("open log: %w", err)
 	}
+	lockWriter(f)
 	if err := endLine(f); err != nil {
 		f.Close()
 		return nil, fmt.Errorf("open log %s: %w", path, err)

@@ -334,3 +334,50 @@ func TestWriterUnknownStreamPanics(t *testing.T) {
 	}()
 	f.Stream("stdin")
 }
+
+func TestWaitWriter(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "0.log")
+	if !WaitWriter(path, 0) {
+		t.Error("a missing log has a writer")
+	}
+	f, err := OpenRotating(path, Rotation{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if WaitWriter(path, 50*time.Millisecond) {
+		t.Error("WaitWriter returned true while the writer has the file open")
+	}
+	done := make(chan bool)
+	go func() { done <- WaitWriter(path, 10*time.Second) }()
+	if err := f.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if !<-done {
+		t.Error("WaitWriter did not see the writer close the file")
+	}
+}
+
+func TestWaitWriterAfterRotation(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "0.log")
+	f, err := OpenRotating(path, Rotation{MaxSize: 100, MaxFiles: 2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	w := f.Stream(Stdout)
+	for range 20 {
+		if _, err := w.Write([]byte("a line of the log, long enough to rotate\n")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if rs, _ := Rotated(path); len(rs) == 0 {
+		t.Fatal("no rotation happened")
+	}
+	if WaitWriter(path, 50*time.Millisecond) {
+		t.Error("WaitWriter returned true while the writer has the file that replaced the rotated one open")
+	}
+	w.Close()
+	f.Close()
+	if !WaitWriter(path, time.Second) {
+		t.Error("WaitWriter did not see the writer close the file")
+	}
+}

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"syscall"
@@ -18,6 +19,7 @@ import (
 	"github.com/containerd/containerd/v2/pkg/cio"
 	"github.com/containerd/containerd/v2/pkg/oci"
 	"github.com/containerd/errdefs"
+	"github.com/containerd/log"
 	"github.com/distribution/reference"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 	corev1 "k8s.io/api/core/v1"
@@ -52,7 +54,7 @@ func (p *Provider) instances(ctx context.Context, uid types.UID, wake func()) ([
 			StartedAt: parseTime(l[LabelStartedAt]), Resources: decodeResources(l[LabelResources])}
 		if code, ok := l[LabelExitCode]; ok {
 			in.Exited, in.ExitCode, in.FinishedAt, in.Reason = true, int32(atoi(code)), parseTime(l[LabelFinishedAt]), l[LabelReason]
-			in.Message = p.terminationMessage(uid, in.ID)
+			in.Message = p.runMessage(l, uid, in)
 			out = append(out, in)
 			continue
 		}
@@ -66,6 +68,7 @@ func (p *Provider) instances(ctx context.Context, uid types.UID, wake func()) ([
 			}
 			in.Exited, in.ExitCode, in.FinishedAt, in.Reason = true, 255, time.Now(), "Unknown"
 			_ = p.recordExit(ctx, c, in)
+			in.Message = p.runMessage(l, uid, in)
 			out = append(out, in)
 			continue
 		}
@@ -88,6 +91,17 @@ func (p *Provider) instances(ctx context.Context, uid types.UID, wake func()) ([
 			if _, err := task.Delete(ctx); err != nil && !errdefs.IsNotFound(err) {
 				return nil, fmt.Errorf("delete exited task %s: %w", c.ID(), err)
 			}
+			// The first status after the exit has the message: a pod
+			// that ends Failed gets no later one from virtual-kubelet.
+			// One taken from the log waits for the logger to write the
+			// run's last output: the shim closes the container's pipes
+			// when the task is deleted.
+			if p.fallsBackToLogs(l, uid, in) {
+				if !logs.WaitWriter(p.runLogPath(l, in), logDrainWait) {
+					log.G(ctx).WithField("container", c.ID()).Warn("the logger did not finish in time: the termination message may miss the log's last lines")
+				}
+			}
+			in.Message = p.runMessage(l, uid, in)
 		case client.Created:
 			_ = p.removeContainer(ctx, c.ID())
 			continue
@@ -292,7 +306,10 @@ func (w *worker) start(ctx context.Context, pod *corev1.Pod, c *corev1.Container
 	if init {
 		labels[LabelInit] = "true"
 	}
-	specOpts, err := w.specOpts(ctx, pod, c, image, mounts)
+	if c.TerminationMessagePolicy == corev1.TerminationMessageFallbackToLogsOnError {
+		labels[LabelFallbackToLogs] = "true"
+	}
+	specOpts, err := w.specOpts(ctx, pod, c, image, mounts, runtime != p.cfg.Runtimes["runc"])
 	if err != nil {
 		// A configMap, secret or key the environment needs may appear:
 		// tried again as kubelet's pod worker does, every 10 s.
@@ -333,6 +350,9 @@ func (w *worker) start(ctx context.Context, pod *corev1.Pod, c *corev1.Container
 		return fmt.Errorf("start %s: %w", c.Name, err)
 	}
 	w.log.WithField("container", id).Debug("task started")
+	if p.cfg.TaskStarted != nil {
+		p.cfg.TaskStarted(id, runtime, task.Pid())
+	}
 	p.events.Event(pod, corev1.EventTypeNormal, "Started", "Started container "+c.Name)
 	return nil
 }
@@ -527,12 +547,27 @@ func (p *Provider) pullCredentials(pod *corev1.Pod) func(host string) (string, s
 }
 
 // specOpts turns container c of pod into OCI spec options.
-func (w *worker) specOpts(ctx context.Context, pod *corev1.Pod, c *corev1.Container, image client.Image, mounts []specs.Mount) ([]oci.SpecOpts, error) {
+func (w *worker) specOpts(ctx context.Context, pod *corev1.Pod, c *corev1.Container, image client.Image, mounts []specs.Mount, vm bool) ([]oci.SpecOpts, error) {
 	ic, err := imageConfig(ctx, image)
 	if err != nil {
 		return nil, err
 	}
 	host := hostname(pod, w.p.cfg.DNS.ClusterDomain)
+	ips := w.ips()
+	if pod.Spec.HostNetwork {
+		// The node's UTS namespace and name, as containerd's CRI
+		// plugin gives a hostNetwork pod.
+		if h, err := os.Hostname(); err == nil {
+			host = h
+		}
+		if w.p.cfg.HostIP != "" {
+			ips = []string{w.p.cfg.HostIP}
+		}
+	}
+	etc, err := w.etcFilesMounts(pod, c, ips, host)
+	if err != nil {
+		return nil, err
+	}
 	vars, err := w.p.env.environment(pod, c, w.ips())
 	if err != nil {
 		return nil, err
@@ -548,7 +583,12 @@ func (w *worker) specOpts(ctx context.Context, pod *corev1.Pod, c *corev1.Contai
 	if len(args) == 0 {
 		return nil, fmt.Errorf("container %s: no command: the image has none and the pod gives none", c.Name)
 	}
-	opts := []oci.SpecOpts{oci.WithImageConfig(image), oci.WithProcessArgs(args...), oci.WithHostname(host)}
+	opts := []oci.SpecOpts{oci.WithImageConfig(image), oci.WithProcessArgs(args...)}
+	if pod.Spec.HostNetwork {
+		opts = append(opts, oci.WithHostNamespace(specs.UTSNamespace))
+	} else {
+		opts = append(opts, oci.WithHostname(host))
+	}
 	// HOSTNAME first, as containerd's CRI sets it; the pod's env may
 	// override it.
 	env := []string{"HOSTNAME=" + host}
@@ -559,12 +599,12 @@ func (w *worker) specOpts(ctx context.Context, pod *corev1.Pod, c *corev1.Contai
 	if c.WorkingDir != "" {
 		opts = append(opts, oci.WithProcessCwd(c.WorkingDir))
 	}
-	mounts = slices.Concat(mounts, w.resolvMount())
+	mounts = slices.Concat(mounts, etc, w.resolvMount())
 	if len(mounts) > 0 {
 		opts = append(opts, oci.WithMounts(mounts))
 	}
 	if pod.Spec.HostNetwork {
-		opts = append(opts, oci.WithHostNamespace(specs.NetworkNamespace), oci.WithHostHostsFile)
+		opts = append(opts, oci.WithHostNamespace(specs.NetworkNamespace))
 		if w.resolv == "" {
 			opts = append(opts, oci.WithHostResolvconf)
 		}
@@ -582,33 +622,19 @@ func (w *worker) specOpts(ctx context.Context, pod *corev1.Pod, c *corev1.Contai
 	if req := c.Resources.Requests.Cpu(); req != nil && !req.IsZero() {
 		opts = append(opts, oci.WithCPUShares(*lr.CPU.Shares))
 	}
-	if sc := c.SecurityContext; sc != nil {
-		if sc.Privileged != nil && *sc.Privileged {
-			opts = append(opts, oci.WithPrivileged)
+	if vm {
+		// A VM has no users, capabilities, seccomp or sysctls of the
+		// host's to apply; only runAsNonRoot, a check of the image, is.
+		if err := verifyRunAsNonRoot(pod, c, effectiveSecurityContext(pod, c), ic.User); err != nil {
+			return nil, err
 		}
-		if sc.ReadOnlyRootFilesystem != nil && *sc.ReadOnlyRootFilesystem {
-			opts = append(opts, oci.WithRootFSReadonly())
-		}
-		if sc.Capabilities != nil {
-			var add, drop []string
-			for _, c := range sc.Capabilities.Add {
-				add = append(add, capName(c))
-			}
-			for _, c := range sc.Capabilities.Drop {
-				drop = append(drop, capName(c))
-			}
-			opts = append(opts, oci.WithAddedCapabilities(add), oci.WithDroppedCapabilities(drop))
-		}
+		return opts, nil
 	}
-	uid, gid := runAs(pod, c)
-	if uid != nil {
-		if gid != nil {
-			opts = append(opts, oci.WithUIDGID(uint32(*uid), uint32(*gid)))
-		} else {
-			opts = append(opts, oci.WithUserID(uint32(*uid)))
-		}
+	sec, err := securityOpts(pod, c, imageUserConfig{User: ic.User}, filepath.Join(w.p.cfg.StateDir, "seccomp"))
+	if err != nil {
+		return nil, err
 	}
-	return opts, nil
+	return append(opts, sec...), nil
 }
 
 // withCgroupMount mounts the container's cgroups at /sys/fs/cgroup, read-only
@@ -621,29 +647,4 @@ func withCgroupMount(c *corev1.Container) oci.SpecOpts {
 		opts[len(opts)-1] = "rw"
 	}
 	return oci.WithMounts([]specs.Mount{{Source: "cgroup", Destination: "/sys/fs/cgroup", Type: "cgroup", Options: opts}})
-}
-
-func capName(c corev1.Capability) string {
-	s := strings.ToUpper(string(c))
-	if s == "ALL" || strings.HasPrefix(s, "CAP_") {
-		return s
-	}
-	return "CAP_" + s
-}
-
-// runAs returns the user and group the container runs as, the container's
-// securityContext winning over the pod's.
-func runAs(pod *corev1.Pod, c *corev1.Container) (uid, gid *int64) {
-	if psc := pod.Spec.SecurityContext; psc != nil {
-		uid, gid = psc.RunAsUser, psc.RunAsGroup
-	}
-	if sc := c.SecurityContext; sc != nil {
-		if sc.RunAsUser != nil {
-			uid = sc.RunAsUser
-		}
-		if sc.RunAsGroup != nil {
-			gid = sc.RunAsGroup
-		}
-	}
-	return uid, gid
 }

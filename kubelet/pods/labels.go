@@ -19,6 +19,11 @@ const (
 	LabelExitCode   = "feather.dev/exit-code"
 	LabelReason     = "feather.dev/reason"
 	LabelImageID    = "feather.dev/image-id"
+	// LabelFallbackToLogs marks a run whose terminationMessagePolicy is
+	// FallbackToLogsOnError (kubelet keeps the policy in the container's
+	// annotations for the same reason: the status is made from the
+	// runtime's containers, not from the spec).
+	LabelFallbackToLogs = "feather.dev/termination-fallback-to-logs"
 )
 
 func formatTime(t time.Time) string { return t.UTC().Format(time.RFC3339Nano) }

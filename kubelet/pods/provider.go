@@ -67,6 +67,11 @@ type Config struct {
 	// ObservePull, if set, is told how long each image pull took and
 	// whether it failed (the agent's metrics).
 	ObservePull func(d time.Duration, err error)
+	// TaskStarted, if set, is told of each container task started (after
+	// its Start returned): its containerd runtime and its pid (a
+	// unikernel's QEMU). It must not block (the agent's boot metric
+	// watches the VM's boot from there).
+	TaskStarted func(id, runtime string, pid uint32)
 	// ConfigMaps and Services are read for containers' environments
 	// (configMapKeyRef, envFrom, the services' variables); nil for none.
 	// Services must have synced once before pods start, as kubelet waits.
@@ -81,6 +86,10 @@ type Config struct {
 	// as precondition); virtual-kubelet alone would wait the whole grace
 	// period. A pod already gone is no error.
 	Finalize func(ctx context.Context, namespace, name string, uid types.UID) error
+	// AllowedUnsafeSysctls are the sysctls (names, or prefixes ending in
+	// *) a pod may set beyond the safe ones, as kubelet's
+	// --allowed-unsafe-sysctls.
+	AllowedUnsafeSysctls []string
 }
 
 // Network attaches pods' network namespaces to the pod network; the agent
@@ -119,6 +128,7 @@ type Provider struct {
 	net     *podnet.Manager
 	volumes Volumes
 	env     *envSources
+	sysctls *sysctlAllowlist
 
 	mu      sync.Mutex
 	workers map[types.UID]*worker
@@ -155,6 +165,10 @@ func New(ctx context.Context, cfg Config, cd *client.Client, kube Kube, secrets 
 		nodeName: cfg.NodeName, allocatable: cfg.NodeAllocatable}
 	if cfg.HostIP != "" {
 		p.env.hostIPs = []string{cfg.HostIP}
+	}
+	var err error
+	if p.sysctls, err = newSysctlAllowlist(cfg.AllowedUnsafeSysctls); err != nil {
+		return nil, fmt.Errorf("allowed unsafe sysctls: %w", err)
 	}
 	if err := p.recover(ctx); err != nil {
 		return nil, err

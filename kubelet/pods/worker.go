@@ -36,30 +36,31 @@ type worker struct {
 	uid types.UID
 	log *log.Entry
 
-	mu          sync.Mutex
-	pod         *corev1.Pod // nil until CreatePod (recovered pods)
-	status      *corev1.PodStatus
-	skel        *corev1.Pod
-	admitted    bool
-	running     []*corev1.Pod // other pods, for admission
-	failed      *waiting
-	waiting     map[string]waiting
-	pullBackoff map[string]time.Time // image → when to try again
-	pullDelay   map[string]time.Duration
-	grace       time.Duration
-	terminating bool
-	started     time.Time
-	netns       string
-	attached    bool                 // to the pod network (or hostNetwork)
-	podIPs      []string             // from the pod network
-	netRetry    time.Time            // when to try the pod network again
-	netDelay    time.Duration        // back-off of failed attachments
-	resolv      string               // the pod's resolv.conf
-	released    bool                 // detached from the pod network: the pod ended
-	mounts      map[string]string    // volume name → host path
-	refreshAt   time.Time            // when volumes change next (zero: never)
-	probes      map[string]*probeSet // by container name; the worker goroutine's
-	resizing    *resizeState         // the last resize's outcome, nil when none is left
+	mu           sync.Mutex
+	pod          *corev1.Pod // nil until CreatePod (recovered pods)
+	status       *corev1.PodStatus
+	skel         *corev1.Pod
+	admitted     bool
+	running      []*corev1.Pod // other pods, for admission
+	failed       *waiting
+	waiting      map[string]waiting
+	pullBackoff  map[string]time.Time // image → when to try again
+	pullDelay    map[string]time.Duration
+	grace        time.Duration
+	terminating  bool
+	started      time.Time
+	netns        string
+	attached     bool                 // to the pod network (or hostNetwork)
+	podIPs       []string             // from the pod network
+	netRetry     time.Time            // when to try the pod network again
+	netDelay     time.Duration        // back-off of failed attachments
+	resolv       string               // the pod's resolv.conf
+	released     bool                 // detached from the pod network: the pod ended
+	mounts       map[string]string    // volume name → host path
+	refreshAt    time.Time            // when volumes change next (zero: never)
+	probes       map[string]*probeSet // by container name; the worker goroutine's
+	evictCheckAt time.Time            // when the emptyDirs' usage is measured next
+	resizing     *resizeState         // the last resize's outcome, nil when none is left
 
 	// hookCtx ends when the pod is deleted: a postStart hook running then
 	// is cut short.
@@ -203,11 +204,18 @@ func booting(insts []instance) bool {
 // reconcile starts what should run. It returns when to look again.
 func (w *worker) reconcile(ctx context.Context, pod *corev1.Pod, insts []instance) (next time.Duration) {
 	if !w.admitted {
-		if len(insts) == 0 && w.p.cfg.Admit != nil {
+		if len(insts) == 0 {
 			w.mu.Lock()
 			running := w.running
 			w.mu.Unlock()
-			if r := w.p.cfg.Admit(pod, running); r != nil {
+			var r *Rejection
+			if w.p.sysctls != nil {
+				r = w.p.sysctls.admit(pod)
+			}
+			if r == nil && w.p.cfg.Admit != nil {
+				r = w.p.cfg.Admit(pod, running)
+			}
+			if r != nil {
 				// Decided once: one event, as kubelet's rejectPod.
 				w.admitted = true
 				w.failed = &waiting{Reason: r.Reason, Message: r.Message}
@@ -281,6 +289,11 @@ func (w *worker) reconcile(ctx context.Context, pod *corev1.Pod, insts []instanc
 		w.stopSidecars(ctx, pod, insts, podGrace(pod))
 		return time.Hour
 	}
+	evicted, d := w.checkEviction(ctx, pod, insts)
+	if evicted {
+		return time.Hour
+	}
+	next = min(next, d)
 	probes := w.probeStates()
 	mainRan := view.mainStarted()
 	for i := range pod.Spec.InitContainers {
@@ -513,10 +526,10 @@ func (w *worker) stop(ctx context.Context, insts []instance, grace time.Duration
 		}
 	}
 	_ = removeAll(w.p.terminationDir(w.uid))
-	if w.resolv != "" {
-		_ = os.Remove(w.resolv)
-		_ = os.Remove(filepath.Dir(w.resolv)) // the pod's state dir, unless volumes are in it
+	for _, f := range []string{"etc-hosts", "hostname", "resolv.conf"} {
+		_ = os.Remove(filepath.Join(w.podFilesDir(), f))
 	}
+	_ = os.Remove(w.podFilesDir()) // the pod's state dir, unless volumes are in it
 	w.mu.Lock()
 	pod := w.pod
 	if pod == nil {

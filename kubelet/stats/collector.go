@@ -56,11 +56,17 @@ type Config struct {
 	PodNetwork func(ctx context.Context, uid types.UID) ([]statsv1alpha1.InterfaceStats, error)
 	// Bridge is the pod network's bridge, left out of the node's network.
 	Bridge string
+	// SystemProcesses returns the pids of the processes that stand for
+	// the node's system containers, by kubelet's names
+	// (statsv1alpha1.SystemContainerKubelet: the agent,
+	// SystemContainerRuntime: containerd); nil or a name left out: none.
+	SystemProcesses func(ctx context.Context) map[string]int
 	// MaxAge is how long a gathering is reused (0: not at all; the agent's
 	// default is 10 s, below metrics-server's 15 s resolution, so that the
 	// endpoints one scrape reads share a gathering); Timeout bounds each
-	// container's metrics (default 3 s).
-	MaxAge, Timeout time.Duration
+	// container's metrics (default 3 s); GuestTimeout bounds the guest's
+	// view of a unikernel, within Timeout (default 1 s).
+	MaxAge, Timeout, GuestTimeout time.Duration
 	// Now is the clock (default time.Now).
 	Now func() time.Time
 }
@@ -87,6 +93,9 @@ func New(cfg Config) *Collector {
 	}
 	if cfg.Timeout == 0 {
 		cfg.Timeout = 3 * time.Second
+	}
+	if cfg.GuestTimeout == 0 {
+		cfg.GuestTimeout = time.Second
 	}
 	if cfg.Now == nil {
 		cfg.Now = time.Now
@@ -150,6 +159,10 @@ func (c *Collector) gather(ctx context.Context) (*statsv1alpha1.Summary, error) 
 			out.Pods = append(out.Pods, *p)
 		}
 	}
+	out.Node.SystemContainers = c.systemContainers(ctx, out.Pods, out.Node.CPU.Time, func(id string, s cpuSample) *uint64 {
+		next[id] = s
+		return rate(c.prev[id], s)
+	})
 	c.prev = next
 	return out, nil
 }
@@ -253,6 +266,19 @@ func (c *Collector) container(ctx context.Context, pod *corev1.Pod, st corev1.Co
 			fs.InodesUsed = ptr(inodes)
 		}
 		cs.Rootfs = fs
+	}
+	if g, ok := c.cfg.Runtime.(GuestRuntime); ok {
+		gctx, cancel := context.WithTimeout(ctx, c.cfg.GuestTimeout)
+		gm, err := g.Guest(gctx, id)
+		cancel()
+		switch {
+		case errdefs.IsNotImplemented(err):
+		case err != nil:
+			// A QMP monitor that does not answer (QEMU hung, or busy).
+			log.G(ctx).WithError(err).WithField("container", st.Name).Info("stats: guest view left out")
+		default:
+			cs.UserDefinedMetrics = gm.userDefined(t)
+		}
 	}
 	logDir := filepath.Join(c.cfg.LogDir, pod.Namespace+"_"+pod.Name+"_"+string(pod.UID), st.Name)
 	if b, inodes, err := diskUsage(logDir); err != nil {

@@ -1,11 +1,13 @@
 package stats
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -13,6 +15,8 @@ import (
 	v1 "github.com/containerd/cgroups/v3/cgroup1/stats"
 	v2 "github.com/containerd/cgroups/v3/cgroup2/stats"
 	"github.com/containerd/errdefs"
+	"github.com/containerd/log"
+	"github.com/sirupsen/logrus"
 	"google.golang.org/protobuf/types/known/anypb"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -28,14 +32,37 @@ type fakeRuntime struct {
 	at      time.Time
 	hang    map[string]bool
 	calls   int
+	// metricsErr and rootfsErr fail those calls for an ID; guest is the
+	// guest view of unikernels, guestHang those whose monitor hangs.
+	metricsErr, rootfsErr map[string]error
+	guest                 map[string]GuestMemory
+	guestHang             map[string]bool
+}
+
+func (f *fakeRuntime) Guest(ctx context.Context, id string) (GuestMemory, error) {
+	f.mu.Lock()
+	g, ok := f.guest[id]
+	hang := f.guestHang[id]
+	f.mu.Unlock()
+	if hang {
+		<-ctx.Done()
+		return GuestMemory{}, fmt.Errorf("dial qmp: %w", ctx.Err())
+	}
+	if !ok {
+		return GuestMemory{}, fmt.Errorf("%s is no VM: %w", id, errdefs.ErrNotImplemented)
+	}
+	return g, nil
 }
 
 func (f *fakeRuntime) Metrics(ctx context.Context, id string) (*anypb.Any, time.Time, error) {
 	f.mu.Lock()
 	f.calls++
 	m, ok := f.metrics[id]
-	hang, at := f.hang[id], f.at
+	hang, at, merr := f.hang[id], f.at, f.metricsErr[id]
 	f.mu.Unlock()
+	if merr != nil {
+		return nil, time.Time{}, merr
+	}
 	if hang {
 		<-ctx.Done()
 		return nil, time.Time{}, ctx.Err()
@@ -47,6 +74,11 @@ func (f *fakeRuntime) Metrics(ctx context.Context, id string) (*anypb.Any, time.
 }
 
 func (f *fakeRuntime) Rootfs(_ context.Context, id string) (uint64, uint64, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if err := f.rootfsErr[id]; err != nil {
+		return 0, 0, err
+	}
 	return 4096, 2, nil
 }
 
@@ -288,5 +320,137 @@ func TestSummaryMaxAgeZero(t *testing.T) {
 	}
 	if rt.calls != 3 {
 		t.Errorf("%d metrics calls for 3 summaries without a cache, want 3", rt.calls)
+	}
+}
+
+// captureLog returns a context whose log.G writes to the returned buffer.
+func captureLog() (context.Context, *bytes.Buffer) {
+	var buf bytes.Buffer
+	l := logrus.New()
+	l.Out = &buf
+	l.SetLevel(logrus.InfoLevel)
+	return log.WithLogger(context.Background(), logrus.NewEntry(l)), &buf
+}
+
+// TestSummaryBadInput: what cannot be read is left out and logged, and the
+// rest is still served: a cgroup that vanished mid-read (the shim's stats
+// fail), a container that exited between its metrics and its rootfs, a
+// VM whose stats monitor does not answer.
+func TestSummaryBadInput(t *testing.T) {
+	clk := &clock{time.Unix(2000, 0)}
+	rt := &fakeRuntime{at: clk.t, metrics: map[string]*anypb.Any{
+		"u1-ok":      mustAny(t, cpuV1(1e9, 10<<20)),
+		"u1-exiting": mustAny(t, cpuV1(2e9, 20<<20)),
+		"u2-vm":      mustAny(t, cpuV1(3e9, 90<<20)),
+		"u3-vm":      mustAny(t, cpuV1(4e9, 80<<20)),
+	},
+		metricsErr: map[string]error{"u1-vanished": errors.New("failed to get stats: read /sys/fs/cgroup/feather/u1-vanished/memory.stat: no such file or directory")},
+		rootfsErr:  map[string]error{"u1-exiting": fmt.Errorf("container u1-exiting: %w", errdefs.ErrNotFound)},
+		guest:      map[string]GuestMemory{"u2-vm": {Bytes: 128 << 20, Touched: 60 << 20}},
+		guestHang:  map[string]bool{"u3-vm": true},
+	}
+	pods := []*corev1.Pod{runningPod("ns", "mixed", "u1", "ok", "vanished", "exiting"),
+		runningPod("ns", "uk", "u2", "vm"), runningPod("ns", "uk-hung", "u3", "vm")}
+	c, _ := newTestCollector(t, rt, pods, clk)
+	c.cfg.GuestTimeout = 30 * time.Millisecond
+	ctx, logs := captureLog()
+	start := time.Now()
+	s, err := c.Summary(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d := time.Since(start); d > 2*time.Second {
+		t.Errorf("summary took %v with a hung monitor", d)
+	}
+	byName := map[string]statsv1alpha1.PodStats{}
+	for _, p := range s.Pods {
+		byName[p.PodRef.Name] = p
+	}
+	var names []string
+	for _, cs := range byName["mixed"].Containers {
+		names = append(names, cs.Name)
+		if cs.Name == "exiting" && (cs.Rootfs != nil || cs.CPU == nil || *cs.Memory.WorkingSetBytes != 20<<20) {
+			t.Errorf("exiting container %+v: want its figures without rootfs", cs)
+		}
+	}
+	if strings.Join(names, ",") != "ok,exiting" {
+		t.Errorf("mixed pod containers %v, want ok,exiting (vanished left out)", names)
+	}
+	if cs := byName["uk"].Containers; len(cs) != 1 || len(cs[0].UserDefinedMetrics) != 2 ||
+		cs[0].UserDefinedMetrics[0].Value != 128<<20 || cs[0].UserDefinedMetrics[1].Value != 60<<20 {
+		t.Errorf("uk containers %+v: want the guest's memory in userDefinedMetrics", cs)
+	} else if *cs[0].Memory.WorkingSetBytes != 90<<20 {
+		t.Errorf("uk's working set %d: want the VM's (its cgroup's)", *cs[0].Memory.WorkingSetBytes)
+	}
+	if cs := byName["uk-hung"].Containers; len(cs) != 1 || cs[0].UserDefinedMetrics != nil || *cs[0].CPU.UsageCoreNanoSeconds != 4e9 {
+		t.Errorf("uk-hung containers %+v: want the VM's figures without the guest's", cs)
+	}
+	for _, want := range []string{
+		`container=vanished`, `memory.stat: no such file`, // the vanished cgroup
+		`container=exiting`, `rootfs usage left out`, // exited mid-scrape
+		`guest view left out`, `pod=ns/uk-hung`, `deadline exceeded`, // the hung monitor
+	} {
+		if !strings.Contains(logs.String(), want) {
+			t.Errorf("log lacks %q:\n%s", want, logs.String())
+		}
+	}
+	if strings.Contains(logs.String(), "pod=ns/uk ") || strings.Count(logs.String(), "guest view left out") != 1 {
+		t.Errorf("log has more than the hung monitor's guest view:\n%s", logs.String())
+	}
+}
+
+// TestSystemContainers checks node.systemContainers: the agent's and
+// containerd's processes, and the pods summed.
+func TestSystemContainers(t *testing.T) {
+	clk := &clock{time.Unix(2000, 0)}
+	rt := &fakeRuntime{at: clk.t, metrics: map[string]*anypb.Any{
+		"u1-a": mustAny(t, cpuV1(1e9, 10<<20)), "u2-b": mustAny(t, cpuV1(2e9, 20<<20))}}
+	c, _ := newTestCollector(t, rt, []*corev1.Pod{runningPod("ns", "p1", "u1", "a"), runningPod("ns", "p2", "u2", "b")}, clk)
+	c.cfg.SystemProcesses = func(context.Context) map[string]int {
+		return map[string]int{statsv1alpha1.SystemContainerKubelet: 4242, statsv1alpha1.SystemContainerRuntime: 99999}
+	}
+	ctx, logs := captureLog()
+	s, err := c.Summary(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]statsv1alpha1.ContainerStats{}
+	for _, cs := range s.Node.SystemContainers {
+		got[cs.Name] = cs
+	}
+	k, ok := got["kubelet"]
+	if !ok || *k.CPU.UsageCoreNanoSeconds != 4e9 || *k.Memory.WorkingSetBytes != 48<<20 || *k.Memory.RSSBytes != 20<<20 ||
+		*k.Memory.PageFaults != 1520 || *k.Memory.MajorPageFaults != 20 || k.CPU.UsageNanoCores != nil {
+		t.Errorf("kubelet = %+v: want testdata/proc/4242's figures", k)
+	}
+	if _, ok := got["runtime"]; ok || !strings.Contains(logs.String(), "system container left out") {
+		t.Errorf("runtime of a process that is gone: %+v, log %s", got["runtime"], logs.String())
+	}
+	p, ok := got["pods"]
+	if !ok || *p.CPU.UsageCoreNanoSeconds != 3e9 || *p.Memory.WorkingSetBytes != 30<<20 {
+		t.Errorf("pods = %+v: want the two pods summed", p)
+	}
+
+	// A second gathering has rates.
+	clk.t = clk.t.Add(20 * time.Second)
+	rt.mu.Lock()
+	rt.at = clk.t
+	rt.metrics["u1-a"] = mustAny(t, cpuV1(1e9+10e9, 10<<20))
+	rt.metrics["u2-b"] = mustAny(t, cpuV1(2e9+10e9, 20<<20))
+	rt.mu.Unlock()
+	if s, err = c.Summary(ctx); err != nil {
+		t.Fatal(err)
+	}
+	for _, cs := range s.Node.SystemContainers {
+		switch cs.Name {
+		case "kubelet":
+			if r := cs.CPU.UsageNanoCores; r == nil || *r != 0 {
+				t.Errorf("kubelet rate %v, want 0 (the fixture did not change)", r)
+			}
+		case "pods":
+			if r := cs.CPU.UsageNanoCores; r == nil || *r != 1e9 {
+				t.Errorf("pods rate %v, want 1e9 (two half cores)", r)
+			}
+		}
 	}
 }

@@ -3,6 +3,7 @@ package stats
 import (
 	"context"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -10,6 +11,7 @@ import (
 
 	tasks "github.com/containerd/containerd/api/services/tasks/v1"
 	"github.com/containerd/containerd/v2/client"
+	"github.com/containerd/containerd/v2/core/containers"
 	"github.com/containerd/errdefs"
 	"github.com/containerd/errdefs/pkg/errgrpc"
 	"google.golang.org/protobuf/types/known/anypb"
@@ -25,7 +27,10 @@ type Containerd struct {
 	Unikernel func(runtime string) bool
 }
 
-var _ Runtime = (*Containerd)(nil)
+var (
+	_ Runtime      = (*Containerd)(nil)
+	_ GuestRuntime = (*Containerd)(nil)
+)
 
 // Metrics asks containerd for the task's metrics (the shim reads its
 // cgroup; an OSv shim the VM's).
@@ -42,22 +47,61 @@ func (c *Containerd) Metrics(ctx context.Context, id string) (*anypb.Any, time.T
 	return nil, time.Time{}, fmt.Errorf("task %s: %w", id, errdefs.ErrNotFound)
 }
 
-// instanceDisk is the OSv shim's instance disk, in QEMU's working directory.
-const instanceDisk = "disk.qcow2"
+// In QEMU's working directory (the VM's directory) the OSv shim keeps the
+// instance disk and a QMP monitor for stats readers (shim-osv/vm.StatsQMP).
+const (
+	instanceDisk = "disk.qcow2"
+	statsQMP     = "qmp-stats.sock"
+)
+
+// vmPid returns container id and the pid of its QEMU, 0 when id is not a
+// unikernel.
+func (c *Containerd) vmPid(ctx context.Context, id string) (containers.Container, int, error) {
+	info, err := c.Client.ContainerService().Get(ctx, id)
+	if err != nil {
+		return info, 0, errgrpc.ToNative(err)
+	}
+	if c.Unikernel == nil || !c.Unikernel(info.Runtime.Name) {
+		return info, 0, nil
+	}
+	t, err := c.Client.TaskService().Get(ctx, &tasks.GetRequest{ContainerID: id})
+	if err != nil {
+		return info, 0, errgrpc.ToNative(err)
+	}
+	return info, int(t.Process.Pid), nil
+}
+
+// Guest asks a unikernel's QEMU, on the VM's stats monitor, for the guest's
+// memory.
+func (c *Containerd) Guest(ctx context.Context, id string) (GuestMemory, error) {
+	_, pid, err := c.vmPid(ctx, id)
+	if err != nil {
+		return GuestMemory{}, err
+	}
+	if pid == 0 {
+		return GuestMemory{}, fmt.Errorf("container %s is no VM: %w", id, errdefs.ErrNotImplemented)
+	}
+	proc := filepath.Join("/proc", strconv.Itoa(pid))
+	sock := filepath.Join(proc, "cwd", statsQMP)
+	if _, err := os.Stat(sock); err != nil {
+		return GuestMemory{}, fmt.Errorf("vm of %s has no stats monitor %s (started by an older shim?): %w", id, sock, errdefs.ErrNotImplemented)
+	}
+	g, err := queryGuest(ctx, sock, func() (io.ReadCloser, error) { return os.Open(filepath.Join(proc, "smaps")) })
+	if err != nil {
+		return GuestMemory{}, fmt.Errorf("guest of %s: %w", id, err)
+	}
+	return g, nil
+}
 
 // Rootfs returns the usage of the container's snapshot, or of a
 // unikernel's instance disk.
 func (c *Containerd) Rootfs(ctx context.Context, id string) (uint64, uint64, error) {
-	info, err := c.Client.ContainerService().Get(ctx, id)
+	info, pid, err := c.vmPid(ctx, id)
 	if err != nil {
-		return 0, 0, errgrpc.ToNative(err)
+		return 0, 0, err
 	}
-	if c.Unikernel != nil && c.Unikernel(info.Runtime.Name) {
-		t, err := c.Client.TaskService().Get(ctx, &tasks.GetRequest{ContainerID: id})
-		if err != nil {
-			return 0, 0, errgrpc.ToNative(err)
-		}
-		fi, err := os.Stat(filepath.Join("/proc", strconv.Itoa(int(t.Process.Pid)), "cwd", instanceDisk))
+	if pid != 0 {
+		fi, err := os.Stat(filepath.Join("/proc", strconv.Itoa(pid), "cwd", instanceDisk))
 		if err != nil {
 			return 0, 0, fmt.Errorf("instance disk of %s: %w", id, err)
 		}

@@ -16,8 +16,13 @@
 //     its VM, QEMU and virtiofsd: what the VM costs the node. Rootfs usage
 //     is the container's snapshot, for a unikernel the bytes its instance
 //     disk holds; logs usage is its CRI log directory;
+//     Beside it, a unikernel's guest view (GuestRuntime: the guest's RAM by
+//     QMP query-balloon, the part of it resident on the host) goes in the
+//     container's userDefinedMetrics;
 //   - pods: the sum of their containers, the network of the pod's network
-//     namespace, and the usage of each volume under the agent's state.
+//     namespace, and the usage of each volume under the agent's state;
+//   - the node's system containers: kubelet and runtime as the processes
+//     Config.SystemProcesses names, pods as every pod summed.
 //
 // CPU rates (usageNanoCores) are the difference between two gatherings;
 // the first request for a container has none.

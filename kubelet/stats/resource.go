@@ -163,6 +163,14 @@ func CadvisorMetrics(s *statsv1alpha1.Summary) []*dto.MetricFamily {
 				f.add("container_start_time_seconds", "Start time of the container since unix epoch in seconds.", gauge,
 					float64(c.StartTime.Unix()), nil, l...)
 			}
+			for _, m := range c.UserDefinedMetrics {
+				switch m.Name {
+				case MetricGuestMemory:
+					f.add("feather_guest_memory_bytes", "A unikernel's RAM as its guest has it (QEMU's balloon).", gauge, m.Value, &m.Time, l...)
+				case MetricGuestTouched:
+					f.add("feather_guest_memory_touched_bytes", "A unikernel's guest RAM resident on the host (touched by the guest).", gauge, m.Value, &m.Time, l...)
+				}
+			}
 		}
 		if n := p.Network; n != nil {
 			for _, i := range n.Interfaces {

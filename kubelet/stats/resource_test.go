@@ -40,8 +40,9 @@ func TestResourceMetrics(t *testing.T) {
 			Network: &statsv1alpha1.NetworkStats{Time: at, Interfaces: []statsv1alpha1.InterfaceStats{
 				{Name: "eth0", RxBytes: ptr(uint64(7)), TxBytes: ptr(uint64(9))}}},
 			Containers: []statsv1alpha1.ContainerStats{{Name: "app", StartTime: start,
-				CPU:    &statsv1alpha1.CPUStats{Time: at, UsageCoreNanoSeconds: ptr(uint64(1e9))},
-				Memory: &statsv1alpha1.MemoryStats{Time: at, WorkingSetBytes: ptr(uint64(100 << 20)), UsageBytes: ptr(uint64(120 << 20))}}},
+				CPU:                &statsv1alpha1.CPUStats{Time: at, UsageCoreNanoSeconds: ptr(uint64(1e9))},
+				Memory:             &statsv1alpha1.MemoryStats{Time: at, WorkingSetBytes: ptr(uint64(100 << 20)), UsageBytes: ptr(uint64(120 << 20))},
+				UserDefinedMetrics: GuestMemory{Bytes: 128 << 20, Touched: 64 << 20}.userDefined(at)}},
 		}},
 	}
 	got := encode(t, s, false, false)
@@ -67,6 +68,8 @@ func TestResourceMetrics(t *testing.T) {
 	for _, want := range []string{
 		`container_memory_usage_bytes{container="app",namespace="default",pod="web"} 1.2582912e+08 1700000000123`,
 		`container_network_transmit_bytes_total{interface="eth0",namespace="default",pod="web"} 9 1700000000123`,
+		`feather_guest_memory_bytes{container="app",namespace="default",pod="web"} 1.34217728e+08 1700000000123`,
+		`feather_guest_memory_touched_bytes{container="app",namespace="default",pod="web"} 6.7108864e+07 1700000000123`,
 	} {
 		if !strings.Contains(cad, want) {
 			t.Errorf("cadvisor metrics lack %q:\n%s", want, cad)

@@ -35,6 +35,10 @@ type Config struct {
 
 	// QMP is the path of the QMP control socket QEMU listens on.
 	QMP string
+	// StatsQMP, if set, is the path of a second QMP monitor, for readers
+	// outside the shim (the agent's stats ask it query-balloon): a QMP
+	// server serves one client at a time, and the shim holds QMP's.
+	StatsQMP string
 	// Shares are vhost-user-fs sockets, one per virtiofsd, in order: the
 	// guest's /dev/virtiofsN is Shares[N], with tag "virtiofsN".
 	Shares []string
@@ -81,7 +85,17 @@ func (c Config) Args() ([]string, error) {
 		"-serial", "stdio",
 		"-qmp", "unix:"+c.QMP+",server=on,wait=off",
 		"-drive", "file="+escape(c.Disk)+",if=virtio,format=qcow2",
+		// A balloon, so that query-balloon tells the guest's memory. OSv
+		// v0.57 has no balloon driver: QEMU then reports all of the RAM
+		// as the guest's ("actual"). It costs no measurable boot time and
+		// about 0.3 MiB of QEMU's RSS.
+		"-device", "virtio-balloon-pci,id=balloon0",
 	)
+	if c.StatsQMP != "" {
+		args = append(args,
+			"-chardev", "socket,id=statsqmp,path="+escape(c.StatsQMP)+",server=on,wait=off",
+			"-mon", "chardev=statsqmp,mode=control")
+	}
 	if c.Kernel != "" {
 		args = append(args, "-kernel", c.Kernel, "-append", c.Append)
 		if c.Initrd != "" {

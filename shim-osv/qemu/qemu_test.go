@@ -22,7 +22,7 @@ func TestArgs(t *testing.T) {
 		{"disk-boot-tcg", Config{Name: "feather-c1", Accel: TCG, MemoryMiB: 256, CPUs: 1,
 			Disk: "/run/b/c1/disk.qcow2", QMP: "/run/b/c1/qmp.sock", FirmwareLog: "firmware.log"}},
 		{"direct-boot-kvm-shares-net", Config{Name: "feather-c2", Accel: KVM, MemoryMiB: 64, CPUs: 2,
-			Disk: "/run/b/c2/disk.qcow2", QMP: "/run/b/c2/qmp.sock",
+			Disk: "/run/b/c2/disk.qcow2", QMP: "/run/b/c2/qmp.sock", StatsQMP: "/run/b/c2/qmp-stats.sock",
 			Kernel: "/run/b/c2/rootfs/feather/kernel", Initrd: "/run/b/c2/rootfs/feather/initrd",
 			Append: `--env=A=1 /args "x y"`,
 			Shares: []string{"/run/b/c2/fs0.sock", "/run/b/c2/fs,1.sock"}, Tap: "tap0123456789ab", MAC: mac}},

@@ -22,6 +22,8 @@ import (
 //	slowboot  opens its QMP socket only after a minute (a boot that hangs)
 //	halt      prints a line and "Aborted", then runs on (OSv halted without
 //	          --power-off-on-abort: QEMU stays up)
+//	kvmabort  under KVM (-machine …accel=kvm) aborts at once, as QEMU does
+//	          on a host whose KVM refuses -cpu host's MSRs; else as run
 const fakeQEMUEnv = "FEATHER_TEST_FAKE_QEMU"
 
 func TestMain(m *testing.M) {
@@ -44,6 +46,11 @@ func fakeQEMU(guest string, args []string) {
 			sock = strings.TrimPrefix(strings.Split(args[i+1], ",")[0], "unix:")
 		case "-append":
 			cmdline = args[i+1]
+		case "-machine":
+			if guest == "kvmabort" && strings.Contains(args[i+1], "accel=kvm") {
+				fmt.Fprintln(os.Stderr, "qemu-system-x86_64: error: failed to set MSR 0x10a to 0x69")
+				os.Exit(134)
+			}
 		}
 	}
 	if sock == "" {

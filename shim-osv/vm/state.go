@@ -40,3 +40,41 @@ func readState(dir string) (state, error) {
 	}
 	return s, json.Unmarshal(b, &s)
 }
+
+// StatsQMP, in the VM's directory (QEMU's working directory), is a second
+// QMP monitor for readers outside the shim: the agent's stats ask it
+// query-balloon. The shim holds the other one (qmp.sock); a QMP monitor
+// serves one client at a time.
+const StatsQMP = "qmp-stats.sock"
+
+// BootFile, in the VM's directory, says how the guest booted, written once
+// its program started (OSv echoed its command line); the agent reads it for
+// its boot duration metric. It holds a Boot as JSON.
+const BootFile = "boot.json"
+
+// Boot modes.
+const (
+	BootDirect = "direct" // -kernel with the OSv command line in -append
+	BootDisk   = "disk"   // the firmware boots the disk
+)
+
+// Boot is how a guest booted.
+type Boot struct {
+	// Mode is BootDirect or BootDisk; Accel is "kvm" or "tcg".
+	Mode  string `json:"mode"`
+	Accel string `json:"accel"`
+	// Seconds is the time from the task's start to the program's.
+	Seconds float64 `json:"seconds"`
+}
+
+func (b Boot) write(dir string) error {
+	data, err := json.Marshal(b)
+	if err != nil {
+		return err
+	}
+	tmp := filepath.Join(dir, BootFile+".tmp")
+	if err := os.WriteFile(tmp, data, 0o644); err != nil {
+		return err
+	}
+	return os.Rename(tmp, filepath.Join(dir, BootFile))
+}

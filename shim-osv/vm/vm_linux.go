@@ -124,6 +124,7 @@ type VM struct {
 	exitCode int
 	exitedAt time.Time
 	exited   chan struct{}
+	accel    string // the accelerator of the last boot
 
 	copies      []shareCopy // shares the shim copies (see shares.go)
 	stopRefresh context.CancelFunc
@@ -244,6 +245,7 @@ func (v *VM) Start(ctx context.Context) error {
 	v.status, v.abort = Starting, cancel
 	v.mu.Unlock()
 
+	began := time.Now()
 	pump, err := v.startAll(bctx)
 
 	v.mu.Lock()
@@ -267,6 +269,7 @@ func (v *VM) Start(ctx context.Context) error {
 	v.status = Running
 	go v.wait(ctx, v.qemu, pump)
 	go v.watchEnd(ctx, v.cons, v.qemu)
+	go v.recordBoot(ctx, v.cons, began, v.accel)
 	rctx, cancel := context.WithCancel(log.WithLogger(context.Background(), log.G(ctx)))
 	v.stopRefresh = cancel
 	for _, c := range v.copies {
@@ -325,6 +328,26 @@ func (v *VM) watchEnd(ctx context.Context, cons *console, cmd *exec.Cmd) {
 	_ = cmd.Process.Kill()
 }
 
+// recordBoot writes BootFile once the guest's program has started: how it
+// booted and how long that took from Start.
+func (v *VM) recordBoot(ctx context.Context, cons *console, began time.Time, accel string) {
+	select {
+	case <-cons.start:
+	case <-v.exited:
+		return
+	}
+	b := Boot{Mode: BootDisk, Accel: accel, Seconds: time.Since(began).Seconds()}
+	if v.layout.Kernel != "" {
+		b.Mode = BootDirect
+	}
+	if err := b.write(v.dir); err != nil {
+		log.G(ctx).WithError(err).WithField("vm", v.cfg.ID).Warn("record boot")
+		return
+	}
+	log.G(ctx).WithField("vm", v.cfg.ID).WithField("mode", b.Mode).WithField("accel", accel).
+		WithField("seconds", b.Seconds).Debug("program started")
+}
+
 // startAll wires the network and boots QEMU with the accelerator that
 // works, with v.mu not held; ctx ends when Kill aborts the boot. It returns
 // the channel the console pump closes at its end, nil if QEMU never
@@ -340,9 +363,11 @@ func (v *VM) startAll(ctx context.Context) (chan struct{}, error) {
 		}
 	}
 	pump, err := v.boot(ctx, accel)
-	if accel == qemu.KVM && v.cfg.Accel == "" && err == nil && !v.bootedUnderKVM(ctx, pump) && ctx.Err() == nil {
-		// KVM opened, and even ran the probe, yet the guest died or stays
-		// silent: KVM does not really run guests here (nested KVM).
+	if accel == qemu.KVM && v.cfg.Accel == "" && (errors.Is(err, errQEMUExited) || (err == nil && !v.bootedUnderKVM(ctx, pump))) && ctx.Err() == nil {
+		// KVM opened, and even ran the probe, yet QEMU died at once (a
+		// host whose KVM refuses -cpu host's MSRs: "failed to set MSR
+		// 0x10a"), or the guest died or stays silent: KVM does not really
+		// run guests here (nested KVM).
 		log.G(ctx).WithField("qemu", v.stderr.String()).Warn("guest failed under KVM: using TCG from now on")
 		v.reap(pump)
 		qemu.RememberAccelerator(qemu.TCG)
@@ -427,7 +452,7 @@ func (v *VM) boot(ctx context.Context, accel string) (chan struct{}, error) {
 		shares = append(shares, sock)
 	}
 	qc := qemu.Config{Name: "feather-" + v.cfg.ID, Accel: accel, MemoryMiB: v.plan.MemoryMiB, CPUs: v.plan.CPUs,
-		Disk: "disk.qcow2", QMP: "qmp.sock", Shares: shares, Tap: v.tap, FirmwareLog: firmwareLog}
+		Disk: "disk.qcow2", QMP: "qmp.sock", StatsQMP: StatsQMP, Shares: shares, Tap: v.tap, FirmwareLog: firmwareLog}
 	if v.layout.Kernel != "" {
 		qc.Kernel, qc.Initrd, qc.Append = v.layout.Kernel, v.layout.Initrd, v.cmdline
 	}
@@ -447,6 +472,7 @@ func (v *VM) boot(ctx context.Context, accel string) (chan struct{}, error) {
 		return nil, err
 	}
 	_ = os.Remove(filepath.Join(v.dir, "qmp.sock"))
+	_ = os.Remove(filepath.Join(v.dir, StatsQMP))
 	if err := netns.Do(v.plan.NetNS, cmd.Start); err != nil {
 		if errors.Is(err, exec.ErrNotFound) || errors.Is(err, os.ErrNotExist) {
 			return nil, fmt.Errorf("%s not found: install Debian package qemu-system-x86: %w", qemu.System, errdefs.ErrFailedPrecondition)
@@ -459,7 +485,7 @@ func (v *VM) boot(ctx context.Context, accel string) (chan struct{}, error) {
 		close(pump)
 	}(v.cfg.Stdout)
 	v.mu.Lock()
-	v.qemu = cmd
+	v.qemu, v.accel = cmd, accel
 	pids := append(v.pids(), cmd.Process.Pid)
 	v.mu.Unlock()
 	if err := v.join(cmd.Process.Pid); err != nil {
@@ -470,8 +496,24 @@ func (v *VM) boot(ctx context.Context, accel string) (chan struct{}, error) {
 	}
 	dctx, cancel := context.WithTimeout(ctx, socketTimeout)
 	defer cancel()
+	dialing := make(chan struct{})
+	go func() {
+		select {
+		case <-pump: // QEMU exited: its socket will never answer
+			cancel()
+		case <-dialing:
+		}
+	}()
 	c, err := qmp.Dial(dctx, socketAddr(filepath.Join(v.dir, "qmp.sock")))
+	close(dialing)
 	if err != nil {
+		t := time.NewTimer(time.Second)
+		defer t.Stop()
+		select {
+		case <-pump:
+			err = fmt.Errorf("%w: %w", errQEMUExited, err)
+		case <-t.C:
+		}
 		return pump, fmt.Errorf("qemu control socket: %w: %s", err, stderr.String())
 	}
 	v.mu.Lock()
@@ -480,6 +522,9 @@ func (v *VM) boot(ctx context.Context, accel string) (chan struct{}, error) {
 	go v.watchEvents(c)
 	return pump, nil
 }
+
+// errQEMUExited says QEMU exited before its control socket answered.
+var errQEMUExited = errors.New("qemu exited")
 
 // reap ends what a boot started — QEMU (whose console pump closes pump),
 // its QMP connection, virtiofsd — and waits for them. For a boot that did

@@ -3,6 +3,7 @@ package vm
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"os"
 	"path/filepath"
@@ -50,6 +51,13 @@ func (o *output) state() (string, bool) {
 // binary playing guest (see fakeQEMUEnv).
 func newTestVM(t *testing.T, guest string) (*VM, *output) {
 	t.Helper()
+	return newTestVMAccel(t, guest, qemu.TCG)
+}
+
+// newTestVMAccel is newTestVM with accelerator accel ("" to use the
+// cached or probed one).
+func newTestVMAccel(t *testing.T, guest, accel string) (*VM, *output) {
+	t.Helper()
 	prereq.Program(t, "qemu-img", "install Debian package qemu-utils")
 	self, err := os.Executable()
 	if err != nil {
@@ -68,7 +76,7 @@ func newTestVM(t *testing.T, guest string) (*VM, *output) {
 	}
 	bundle := t.TempDir()
 	out := &output{}
-	v, err := Create(context.Background(), Config{ID: "vm1", Bundle: bundle, Rootfs: rootfs, Accel: qemu.TCG, Stdout: out,
+	v, err := Create(context.Background(), Config{ID: "vm1", Bundle: bundle, Rootfs: rootfs, Accel: accel, Stdout: out,
 		Spec: &specs.Spec{Process: &specs.Process{Args: []string{"/hello"}, Cwd: "/"}}})
 	if err != nil {
 		t.Fatalf("create: %v", err)
@@ -288,5 +296,68 @@ func TestVMNeverStarted(t *testing.T) {
 				t.Error("stdout not closed")
 			}
 		})
+	}
+}
+
+// TestVMBootRecorded checks BootFile: written once the guest's program
+// started, with the boot mode, the accelerator and a duration.
+func TestVMBootRecorded(t *testing.T) {
+	v, _ := newTestVM(t, "run")
+	path := filepath.Join(v.dir, BootFile)
+	if _, err := os.Stat(path); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("%s before start: %v", BootFile, err)
+	}
+	start := time.Now()
+	if err := v.Start(context.Background()); err != nil {
+		t.Fatalf("start: %v", err)
+	}
+	var b Boot
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		data, err := os.ReadFile(path)
+		if err == nil {
+			if err := json.Unmarshal(data, &b); err != nil {
+				t.Fatalf("%s: %v", BootFile, err)
+			}
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no %s 10 s after start: %v", BootFile, err)
+		}
+	}
+	if b.Mode != BootDirect || b.Accel != qemu.TCG || b.Seconds <= 0 || b.Seconds > time.Since(start).Seconds() {
+		t.Errorf("boot %+v: want direct, tcg, between 0 and %.2f s", b, time.Since(start).Seconds())
+	}
+}
+
+// TestVMKVMAbortFallsBack: a QEMU that dies at once under KVM (the probe
+// passed, -cpu host did not) is booted again under TCG, which is
+// remembered.
+func TestVMKVMAbortFallsBack(t *testing.T) {
+	cache := filepath.Join(t.TempDir(), "accel")
+	if err := os.WriteFile(cache, []byte(qemu.KVM), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	old := qemu.AccelCache
+	qemu.AccelCache = cache
+	t.Cleanup(func() { qemu.AccelCache = old })
+	v, out := newTestVMAccel(t, "kvmabort", "")
+	start := time.Now()
+	if err := v.Start(context.Background()); err != nil {
+		t.Fatalf("start: %v", err)
+	}
+	if d := time.Since(start); d > 5*time.Second {
+		t.Errorf("start took %v: the dead QEMU's socket was waited for", d)
+	}
+	if b, _ := os.ReadFile(cache); string(b) != qemu.TCG && strings.TrimSpace(string(b)) != qemu.TCG {
+		t.Errorf("accelerator cache %q, want tcg", b)
+	}
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		if got, _ := out.state(); strings.Contains(got, "hello") {
+			break
+		}
+		if time.Now().After(deadline) {
+			got, _ := out.state()
+			t.Fatalf("the guest under TCG printed %q", got)
+		}
 	}
 }

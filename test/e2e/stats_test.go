@@ -12,6 +12,7 @@ import (
 	"os"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -142,6 +143,42 @@ func TestAgentStats(t *testing.T) {
 	if d := full - idle; d < 50 || d > 120 {
 		t.Errorf("uk-mem's working set %.1f MiB is %.1f MiB above the idle VM's %.1f MiB, want most of the 100 MiB its guest wrote", full, d, idle)
 	}
+	// The guest's own view beside it (userDefinedMetrics): its RAM as
+	// QEMU's balloon tells it, and the guest RAM resident on the host,
+	// which holds the 100 MiB it wrote and is part of the VM's cost.
+	guest := map[string]float64{}
+	for _, m := range container(t, s2, "uk-mem").UserDefinedMetrics {
+		guest[m.Name] = m.Value / (1 << 20)
+	}
+	t.Logf("uk-mem's guest: RAM %.1f MiB, resident %.1f MiB", guest["guest_memory_bytes"], guest["guest_memory_touched_bytes"])
+	if ram, touched := guest["guest_memory_bytes"], guest["guest_memory_touched_bytes"]; ram < 100 || touched < 100 || touched > ram || touched > full {
+		t.Errorf("uk-mem's guest view %v: want its RAM, and ≥ 100 MiB of it resident, within the VM's working set %.1f MiB", guest, full)
+	}
+	if m := container(t, s2, "mem").UserDefinedMetrics; len(m) != 0 {
+		t.Errorf("a container has a guest view: %+v", m)
+	}
+
+	// The node's system containers, as kubelet names them.
+	sys := map[string]statsv1alpha1.ContainerStats{}
+	for _, cs := range s2.Node.SystemContainers {
+		sys[cs.Name] = cs
+	}
+	for _, name := range []string{"kubelet", "runtime", "pods"} {
+		cs, ok := sys[name]
+		if !ok || cs.CPU == nil || cs.CPU.UsageCoreNanoSeconds == nil || *cs.CPU.UsageCoreNanoSeconds == 0 ||
+			cs.Memory == nil || cs.Memory.WorkingSetBytes == nil || *cs.Memory.WorkingSetBytes == 0 {
+			t.Errorf("node.systemContainers %s: %+v, want its CPU and memory", name, cs)
+			continue
+		}
+		t.Logf("system container %s: cpu %.2fs, working set %.1f MiB", name, float64(*cs.CPU.UsageCoreNanoSeconds)/1e9, float64(*cs.Memory.WorkingSetBytes)/(1<<20))
+	}
+	if ws, want := float64(*sys["kubelet"].Memory.WorkingSetBytes)/(1<<20), procRSS(t, c.agent.Pid()); ws < 0.8*want || ws > 1.2*want {
+		t.Errorf("kubelet system container's working set %.1f MiB, the agent's RSS %.1f MiB", ws, want)
+	}
+	if p := sys["pods"].Memory; p != nil && float64(*p.WorkingSetBytes) < float64(*container(t, s2, "mem").Memory.WorkingSetBytes)+float64(*container(t, s2, "uk-mem").Memory.WorkingSetBytes) {
+		t.Errorf("pods system container's working set %d: less than mem's and uk-mem's", *p.WorkingSetBytes)
+	}
+
 	for _, p := range s2.Pods {
 		switch p.PodRef.Name {
 		case "disk":
@@ -207,14 +244,43 @@ func TestAgentStats(t *testing.T) {
 	if v := fams["resource_scrape_error"].GetMetric(); len(v) != 1 || v[0].Gauge.GetValue() != 0 {
 		t.Errorf("resource_scrape_error = %v", v)
 	}
-	if cad := c.metrics(ctx, t, "metrics/cadvisor"); len(cad["container_network_transmit_bytes_total"].GetMetric()) == 0 {
+	cad := c.metrics(ctx, t, "metrics/cadvisor")
+	if len(cad["container_network_transmit_bytes_total"].GetMetric()) == 0 {
 		t.Errorf("/metrics/cadvisor lacks container_network_transmit_bytes_total")
 	}
+	if len(cad["feather_guest_memory_touched_bytes"].GetMetric()) < 3 {
+		t.Errorf("/metrics/cadvisor has the guest view of %d unikernels, want 3", len(cad["feather_guest_memory_touched_bytes"].GetMetric()))
+	}
 	own := c.metrics(ctx, t, "metrics")
-	for _, name := range []string{"feather_pods", "feather_pod_start_duration_seconds", "process_cpu_seconds_total", "go_goroutines"} {
+	for _, name := range []string{"feather_pods", "feather_pod_start_duration_seconds", "feather_image_pull_duration_seconds",
+		"feather_vm_boot_duration_seconds", "process_cpu_seconds_total", "process_resident_memory_bytes", "go_goroutines", "go_memstats_heap_alloc_bytes"} {
 		if _, ok := own[name]; !ok {
 			t.Errorf("/metrics lacks %s", name)
 		}
+	}
+	var started, boots uint64
+	for _, m := range own["feather_pod_start_duration_seconds"].GetMetric() {
+		started += m.GetHistogram().GetSampleCount()
+	}
+	for _, m := range own["feather_vm_boot_duration_seconds"].GetMetric() {
+		l := map[string]string{}
+		for _, p := range m.Label {
+			l[p.GetName()] = p.GetValue()
+		}
+		h := m.GetHistogram()
+		boots += h.GetSampleCount()
+		t.Logf("VM boots %v: %d, mean %.2f s", l, h.GetSampleCount(), h.GetSampleSum()/float64(max(h.GetSampleCount(), 1)))
+		if (l["mode"] != "direct" && l["mode"] != "disk") || (l["accel"] != "kvm" && l["accel"] != "tcg") {
+			t.Errorf("feather_vm_boot_duration_seconds labels %v", l)
+		}
+	}
+	if started < 6 || boots < 3 {
+		t.Errorf("/metrics: %d pod starts, %d VM boots; want the 6 pods, 3 of them unikernels", started, boots)
+	}
+	// Failed containerd calls are counted as they happen (a unit test
+	// makes some); here there may be none, and then the family is absent.
+	for _, m := range own["feather_containerd_errors_total"].GetMetric() {
+		t.Logf("containerd errors: %v %v", m.GetLabel(), m.GetCounter().GetValue())
 	}
 	if b := c.proxy(ctx, t, "healthz"); string(b) != "ok" {
 		t.Errorf("/healthz = %q", b)
@@ -230,6 +296,37 @@ func TestAgentStats(t *testing.T) {
 	if resp.StatusCode != http.StatusUnauthorized {
 		t.Errorf("anonymous /stats/summary: %s, want 401", resp.Status)
 	}
+
+	// A VM whose QMP monitor does not answer (its QEMU stopped): the
+	// endpoint still answers, with the VM's cgroup figures and without its
+	// guest view, and the agent logs what it left out.
+	ukPid := c.taskPid(ctx, t, c.pod(ctx, t, "uk"))
+	if err := syscall.Kill(ukPid, syscall.SIGSTOP); err != nil {
+		t.Fatal(err)
+	}
+	stopped := true
+	defer func() {
+		if stopped {
+			_ = syscall.Kill(ukPid, syscall.SIGCONT)
+		}
+	}()
+	var ukStats statsv1alpha1.ContainerStats
+	waitFor(t, "a summary without the stopped VM's guest view", 45*time.Second, func(ctx context.Context) (bool, error) {
+		s := c.summary(ctx, t)
+		ukStats = container(t, s, "uk")
+		container(t, s, "uk-mem")
+		return len(ukStats.UserDefinedMetrics) == 0, nil
+	})
+	if ukStats.CPU.UsageCoreNanoSeconds == nil || *ukStats.Memory.WorkingSetBytes == 0 {
+		t.Errorf("stopped VM's stats %+v: want its cgroup's figures", ukStats)
+	}
+	if !strings.Contains(c.agent.Log(2000), "stats: guest view left out") {
+		t.Errorf("the agent did not log the guest view it left out")
+	}
+	if err := syscall.Kill(ukPid, syscall.SIGCONT); err != nil {
+		t.Fatal(err)
+	}
+	stopped = false
 
 	// A pod whose container exits during scrapes: the endpoint answers for
 	// the rest.

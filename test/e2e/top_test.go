@@ -38,11 +38,6 @@ func TestAgentTop(t *testing.T) {
 	burn := newPod("burn", corev1.RestartPolicyAlways, corev1.Container{Name: "c", Image: c.busybox, Command: sh("while :; do :; done")})
 	uk := newPod("uk-burn", corev1.RestartPolicyAlways, corev1.Container{Name: "c", Image: c.unikernel, Args: []string{"/burn"}})
 	uk.Spec.RuntimeClassName = ptrTo("osv")
-	c.create(ctx, t, burn, uk)
-	for _, name := range []string{"burn", "uk-burn"} {
-		c.waitPod(t, name, 3*time.Minute, ready)
-	}
-
 	top := func(args ...string) (map[string][2]string, string) {
 		cmd := exec.CommandContext(ctx, kubectl, append(append([]string{"top"}, args...), "--no-headers")...)
 		cmd.Env = append(os.Environ(), "KUBECONFIG="+c.cp.AdminKubeconfig)
@@ -61,9 +56,45 @@ func TestAgentTop(t *testing.T) {
 		}
 		return rows, string(out)
 	}
+	// One burner alone first: a container burning a core shows 900–1100m
+	// in `kubectl top pod` when the machine has that core to give; on a
+	// busy one, what its process got (/proc) over metrics-server's window.
+	c.create(ctx, t, burn)
+	c.waitPod(t, "burn", 3*time.Minute, ready)
+	pid := c.taskPid(ctx, t, c.pod(ctx, t, "burn"))
 	// metrics-server needs two scrapes (15 s apart) for a rate.
 	var last string
 	var pods map[string][2]string
+	waitFor(t, "kubectl top pod to show burn", 2*time.Minute, func(context.Context) (bool, error) {
+		pods, last = top("pod")
+		_, ok := pods["burn"]
+		return ok, nil
+	}, &last)
+	// metrics-server's figure is the rate between its last two scrapes: the
+	// process's own over the next window of that length, read at the same
+	// time as the next figure.
+	first := pods["burn"][0]
+	cpu0, at0 := procCPU(t, pid), time.Now()
+	waitFor(t, "metrics-server's next scrape of burn", time.Minute, func(context.Context) (bool, error) {
+		pods, last = top("pod")
+		d := time.Since(at0)
+		return d > harness.MetricsResolution && (pods["burn"][0] != first || d > 2*harness.MetricsResolution), nil
+	}, &last)
+	procCores := (procCPU(t, pid) - cpu0) / time.Since(at0).Seconds()
+	alone, err := strconv.Atoi(strings.TrimSuffix(pods["burn"][0], "m"))
+	if err != nil {
+		t.Fatalf("kubectl top pod burn: CPU %q", pods["burn"][0])
+	}
+	t.Logf("one burner alone: kubectl top pod burn %dm, its process by /proc %.0fm", alone, procCores*1000)
+	if d := float64(alone)/(procCores*1000) - 1; d < -0.15 || d > 0.15 {
+		t.Errorf("kubectl top pod burn %dm, its process %.0fm by /proc: more than 15%% apart", alone, procCores*1000)
+	}
+	if procCores >= 0.9 && (alone < 900 || alone > 1100) {
+		t.Errorf("kubectl top pod burn %dm with a core to itself (%.0fm by /proc), want 900–1100m", alone, procCores*1000)
+	}
+
+	c.create(ctx, t, uk)
+	c.waitPod(t, "uk-burn", 3*time.Minute, ready)
 	waitFor(t, "kubectl top pod to show both pods", 2*time.Minute, func(context.Context) (bool, error) {
 		pods, last = top("pod")
 		_, a := pods["burn"]
@@ -105,7 +136,7 @@ func TestAgentTop(t *testing.T) {
 	if _, err := c.kube.AppsV1().Deployments("default").Create(ctx, deployment("uk-hpa", 1, spec), metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	_, err := c.kube.AutoscalingV2().HorizontalPodAutoscalers("default").Create(ctx, &autoscalingv2.HorizontalPodAutoscaler{
+	_, err = c.kube.AutoscalingV2().HorizontalPodAutoscalers("default").Create(ctx, &autoscalingv2.HorizontalPodAutoscaler{
 		ObjectMeta: metav1.ObjectMeta{Name: "uk-hpa"},
 		Spec: autoscalingv2.HorizontalPodAutoscalerSpec{
 			ScaleTargetRef: autoscalingv2.CrossVersionObjectReference{APIVersion: "apps/v1", Kind: "Deployment", Name: "uk-hpa"},
