@@ -235,9 +235,9 @@ func (w *worker) resize(ctx context.Context, pod *corev1.Pod, insts []instance) 
 				"container %s is an OSv unikernel: its VM's vCPUs and memory are fixed when it boots, so it cannot be resized in place; set its resizePolicy to RestartContainer for cpu and memory to resize it by a restart", ch.c.Name)}
 		}
 	}
-	w.mu.Lock()
-	running := w.running
-	w.mu.Unlock()
+	w.p.mu.Lock()
+	running := w.p.runningPodsLocked(w.uid) // now, not at admission: pods come and go
+	w.p.mu.Unlock()
 	others := corev1.ResourceList{}
 	for _, o := range running {
 		for name, q := range podRequests(o) {

@@ -17,7 +17,8 @@ import (
 // `kubectl patch --subresource resize` does: a container's cgroup limits
 // change without a restart and its status reports them; a RestartContainer
 // policy restarts it; a resize over the node's allocatable is Infeasible,
-// and so is a unikernel's (its VM's size is fixed at boot).
+// a resize over what the other pods leave is Deferred until they go, and a
+// unikernel's is Infeasible (its VM's size is fixed at boot).
 func TestAgentResize(t *testing.T) {
 	c := newCluster(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 6*time.Minute)
@@ -40,7 +41,7 @@ func TestAgentResize(t *testing.T) {
 	for _, name := range []string{"box", "vm"} {
 		c.waitPod(t, name, 3*time.Minute, func(p *corev1.Pod) bool { return p.Status.Phase == corev1.PodRunning && ready(p) })
 	}
-	resize := func(pod string, containers ...corev1.Container) {
+	resize := func(t *testing.T, pod string, containers ...corev1.Container) error {
 		t.Helper()
 		var parts []string
 		for _, ct := range containers {
@@ -48,9 +49,8 @@ func TestAgentResize(t *testing.T) {
 				ct.Resources.Requests.Cpu().String(), ct.Resources.Requests.Memory().String(), ct.Resources.Limits.Cpu().String(), ct.Resources.Limits.Memory().String()))
 		}
 		patch := `{"spec":{"containers":[` + strings.Join(parts, ",") + `]}}`
-		if _, err := c.kube.CoreV1().Pods("default").Patch(ctx, pod, types.StrategicMergePatchType, []byte(patch), metav1.PatchOptions{}, "resize"); err != nil {
-			t.Fatalf("resize %s: %v", pod, err)
-		}
+		_, err := c.kube.CoreV1().Pods("default").Patch(ctx, pod, types.StrategicMergePatchType, []byte(patch), metav1.PatchOptions{}, "resize")
+		return err
 	}
 	// cgroup reads a cgroup file of container from inside it, as the
 	// conformance specs do: v1 (a controller's directory), else v2.
@@ -70,7 +70,9 @@ func TestAgentResize(t *testing.T) {
 
 	t.Run("in place and by restart", func(t *testing.T) {
 		want := res("150m", "300m", "96Mi")
-		resize("box", corev1.Container{Name: "inplace", Resources: want}, corev1.Container{Name: "restart", Resources: want})
+		if err := resize(t, "box", corev1.Container{Name: "inplace", Resources: want}, corev1.Container{Name: "restart", Resources: want}); err != nil {
+			t.Fatalf("resize box: %v", err)
+		}
 		var last string
 		p := c.waitPod(t, "box", 2*time.Minute, func(p *corev1.Pod) bool {
 			last = fmt.Sprintf("generation %d observed %d conditions %+v", p.Generation, p.Status.ObservedGeneration, p.Status.Conditions)
@@ -106,22 +108,44 @@ func TestAgentResize(t *testing.T) {
 		}
 	})
 
-	t.Run("infeasible", func(t *testing.T) {
-		resize("box", corev1.Container{Name: "inplace", Resources: res("500", "500", "96Mi")})
+	t.Run("deferred", func(t *testing.T) {
+		// The API server refuses a resize over the node's allocatable
+		// itself; one over what the other pods leave waits (Deferred) and
+		// goes through once they are gone.
+		if err := resize(t, "box", corev1.Container{Name: "inplace", Resources: res("500000m", "500000m", "96Mi")}); err == nil {
+			t.Errorf("a resize over the node's allocatable was accepted")
+		}
+		hog := newPod("hog", corev1.RestartPolicyAlways, corev1.Container{Name: "c", Image: c.busybox, Command: []string{"sleep", "3600"},
+			Resources: corev1.ResourceRequirements{Requests: corev1.ResourceList{corev1.ResourceCPU: resource.MustParse("1400m")}}})
+		hog.Spec.TerminationGracePeriodSeconds = ptrTo(int64(1))
+		c.create(ctx, t, hog)
+		c.waitPod(t, "hog", 2*time.Minute, phase(corev1.PodRunning))
+		if err := resize(t, "box", corev1.Container{Name: "inplace", Resources: res("600m", "600m", "96Mi")}); err != nil {
+			t.Fatalf("resize box: %v", err)
+		}
 		p := c.waitPod(t, "box", time.Minute, func(p *corev1.Pod) bool {
 			rc := resizeCondition(p)
-			return rc != nil && rc.Type == corev1.PodResizePending && rc.Reason == corev1.PodReasonInfeasible
+			return rc != nil && rc.Type == corev1.PodResizePending && rc.Reason == corev1.PodReasonDeferred
 		})
-		if rc := resizeCondition(p); !strings.Contains(rc.Message, "Node didn't have enough capacity: cpu") {
-			t.Errorf("Infeasible resize: %q", rc.Message)
+		if rc := resizeCondition(p); !strings.Contains(rc.Message, "Node didn't have enough resource: cpu") {
+			t.Errorf("Deferred resize: %q", rc.Message)
 		}
 		if q := cgroup("inplace", "cpu/cpu.cfs_quota_us", "cpu.max"); q != "30000" {
-			t.Errorf("an infeasible resize changed the CPU quota to %s", q)
+			t.Errorf("a deferred resize changed the CPU quota to %s", q)
+		}
+		if err := c.kube.CoreV1().Pods("default").Delete(ctx, "hog", metav1.DeleteOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		c.waitPod(t, "box", 2*time.Minute, func(p *corev1.Pod) bool { return resizeCondition(p) == nil && p.Status.ContainerStatuses[0].Resources.Limits.Cpu().Equal(resource.MustParse("600m")) })
+		if q := cgroup("inplace", "cpu/cpu.cfs_quota_us", "cpu.max"); q != "60000" {
+			t.Errorf("after the deferred resize went through: CPU quota %s, want 60000", q)
 		}
 	})
 
 	t.Run("unikernel", func(t *testing.T) {
-		resize("vm", corev1.Container{Name: "c", Resources: res("100m", "200m", "256Mi")})
+		if err := resize(t, "vm", corev1.Container{Name: "c", Resources: res("100m", "200m", "256Mi")}); err != nil {
+			t.Fatalf("resize vm: %v", err)
+		}
 		p := c.waitPod(t, "vm", time.Minute, func(p *corev1.Pod) bool {
 			rc := resizeCondition(p)
 			return rc != nil && rc.Reason == corev1.PodReasonInfeasible
