@@ -136,7 +136,9 @@ func TestAgentResize(t *testing.T) {
 		if err := c.kube.CoreV1().Pods("default").Delete(ctx, "hog", metav1.DeleteOptions{}); err != nil {
 			t.Fatal(err)
 		}
-		c.waitPod(t, "box", 2*time.Minute, func(p *corev1.Pod) bool { return resizeCondition(p) == nil && p.Status.ContainerStatuses[0].Resources.Limits.Cpu().Equal(resource.MustParse("600m")) })
+		c.waitPod(t, "box", 2*time.Minute, func(p *corev1.Pod) bool {
+			return resizeCondition(p) == nil && p.Status.ContainerStatuses[0].Resources.Limits.Cpu().Equal(resource.MustParse("600m"))
+		})
 		if q := cgroup("inplace", "cpu/cpu.cfs_quota_us", "cpu.max"); q != "60000" {
 			t.Errorf("after the deferred resize went through: CPU quota %s, want 60000", q)
 		}
