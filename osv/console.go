@@ -174,3 +174,11 @@ func AppPart(line string) string {
 		_, rest = loaderToken(trimmed)
 	}
 }
+
+// ProgramStartedTypeURL is how the shim tells its clients that a VM's
+// program has started (its console printed the Start line): the type URL
+// of the Info of the VM's first process in the task's Pids. A client (the
+// agent's readiness) reads it through containerd's ListPids; a VM whose
+// program has not started yet, or has no console, reports no Info. The
+// Info's value is empty.
+const ProgramStartedTypeURL = "feather.dev/osv/program-started"

@@ -28,6 +28,7 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 
 	"github.com/feather-edge/feather/kubelet/logs"
+	"github.com/feather-edge/feather/osv"
 	"github.com/feather-edge/feather/vmimage"
 )
 
@@ -50,7 +51,7 @@ func (p *Provider) instances(ctx context.Context, uid types.UID, wake func()) ([
 		l := info.Labels
 		in := instance{ID: c.ID(), Name: l[LabelContainer], Attempt: atoi(l[LabelAttempt]), Init: l[LabelInit] == "true",
 			Image: info.Image, ImageID: l[LabelImageID], Runtime: info.Runtime.Name,
-			StartedAt: parseTime(l[LabelStartedAt])}
+			StartedAt: parseTime(l[LabelStartedAt]), Resources: decodeResources(l[LabelResources])}
 		if code, ok := l[LabelExitCode]; ok {
 			in.Exited, in.ExitCode, in.FinishedAt, in.Reason = true, int32(atoi(code)), parseTime(l[LabelFinishedAt]), l[LabelReason]
 			in.Message = p.runMessage(l, uid, in)
@@ -106,6 +107,9 @@ func (p *Provider) instances(ctx context.Context, uid types.UID, wake func()) ([
 			continue
 		default:
 			in.Running = true
+			if p.isUnikernel(in) {
+				in.Booting = !p.programStarted(ctx, task, c.ID())
+			}
 			if wake != nil {
 				p.watch(ctx, task, c.ID(), wake)
 			}
@@ -113,6 +117,40 @@ func (p *Provider) instances(ctx context.Context, uid types.UID, wake func()) ([
 		out = append(out, in)
 	}
 	return out, nil
+}
+
+// programStarted reports whether the program of unikernel id, whose task
+// runs, has started: the shim says so in the task's Pids (the Info of type
+// osv.ProgramStartedTypeURL), once its console printed the start line. The
+// answer is remembered once yes, until the container is removed.
+func (p *Provider) programStarted(ctx context.Context, task client.Task, id string) bool {
+	p.mu.Lock()
+	done := p.started[id]
+	p.mu.Unlock()
+	if done {
+		return true
+	}
+	ps, err := task.Pids(ctx)
+	if err != nil {
+		return false
+	}
+	if !startedIn(ps) {
+		return false
+	}
+	p.mu.Lock()
+	p.started[id] = true
+	p.mu.Unlock()
+	return true
+}
+
+// startedIn reports whether a VM's process list says its program started.
+func startedIn(ps []client.ProcessInfo) bool {
+	for _, pi := range ps {
+		if pi.Info != nil && pi.Info.GetTypeUrl() == osv.ProgramStartedTypeURL {
+			return true
+		}
+	}
+	return false
 }
 
 // recordExit writes an exited run's code and times onto its container.
@@ -221,6 +259,9 @@ func (p *Provider) removeContainer(ctx context.Context, id string) error {
 	if err := c.Delete(ctx, client.WithSnapshotCleanup); err != nil && !errdefs.IsNotFound(err) {
 		return fmt.Errorf("delete container %s: %w", id, err)
 	}
+	p.mu.Lock()
+	delete(p.started, id)
+	p.mu.Unlock()
 	return nil
 }
 
@@ -263,6 +304,7 @@ func (w *worker) start(ctx context.Context, pod *corev1.Pod, c *corev1.Container
 	labels := map[string]string{
 		LabelPodUID: string(pod.UID), LabelPodNamespace: pod.Namespace, LabelPodName: pod.Name,
 		LabelContainer: c.Name, LabelAttempt: fmt.Sprint(attempt), LabelImageID: image.Target().Digest.String(),
+		LabelResources: encodeResources(allocated(c)),
 	}
 	if init {
 		labels[LabelInit] = "true"
@@ -275,6 +317,9 @@ func (w *worker) start(ctx context.Context, pod *corev1.Pod, c *corev1.Container
 		// A configMap, secret or key the environment needs may appear:
 		// tried again as kubelet's pod worker does, every 10 s.
 		return &waitErr{reason: "CreateContainerConfigError", event: "Failed", msg: err.Error(), retry: 10 * time.Second}
+	}
+	if runtime == p.cfg.Runtimes["runc"] {
+		specOpts = append(specOpts, withCgroupMount(c))
 	}
 	specOpts = append(specOpts, extra...)
 	snapshotter := p.snapshotterFor(runtime)
@@ -609,15 +654,16 @@ func (w *worker) specOpts(ctx context.Context, pod *corev1.Pod, c *corev1.Contai
 	} else if w.netns != "" {
 		opts = append(opts, oci.WithLinuxNamespace(specs.LinuxNamespace{Type: specs.NetworkNamespace, Path: w.netns}))
 	}
-	if lim := c.Resources.Limits.Memory(); lim != nil && !lim.IsZero() {
-		opts = append(opts, oci.WithMemoryLimit(uint64(lim.Value())))
+	// Kubelet's cgroup values, as an in-place resize sets them later.
+	lr := linuxResources(allocated(c))
+	if lim := *lr.Memory.Limit; lim > 0 {
+		opts = append(opts, oci.WithMemoryLimit(uint64(lim)))
 	}
-	if lim := c.Resources.Limits.Cpu(); lim != nil && !lim.IsZero() {
-		const period = 100000
-		opts = append(opts, oci.WithCPUCFS(lim.MilliValue()*period/1000, period))
+	if q := *lr.CPU.Quota; q > 0 {
+		opts = append(opts, oci.WithCPUCFS(q, *lr.CPU.Period))
 	}
 	if req := c.Resources.Requests.Cpu(); req != nil && !req.IsZero() {
-		opts = append(opts, oci.WithCPUShares(uint64(max(2, req.MilliValue()*1024/1000))))
+		opts = append(opts, oci.WithCPUShares(*lr.CPU.Shares))
 	}
 	if vm {
 		// A VM has no users, capabilities, seccomp or sysctls of the
@@ -632,4 +678,16 @@ func (w *worker) specOpts(ctx context.Context, pod *corev1.Pod, c *corev1.Contai
 		return nil, err
 	}
 	return append(opts, sec...), nil
+}
+
+// withCgroupMount mounts the container's cgroups at /sys/fs/cgroup, read-only
+// unless it is privileged, as containerd's CRI does for kubelet (runc binds
+// the container's own cgroup directories there): programs read their limits
+// from it (the JVM, Go's GOMAXPROCS, kubelet's resize tests).
+func withCgroupMount(c *corev1.Container) oci.SpecOpts {
+	opts := []string{"nosuid", "noexec", "nodev", "relatime", "ro"}
+	if sc := c.SecurityContext; sc != nil && sc.Privileged != nil && *sc.Privileged {
+		opts[len(opts)-1] = "rw"
+	}
+	return oci.WithMounts([]specs.Mount{{Source: "cgroup", Destination: "/sys/fs/cgroup", Type: "cgroup", Options: opts}})
 }

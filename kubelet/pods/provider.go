@@ -139,6 +139,7 @@ type Provider struct {
 	workers map[types.UID]*worker
 	notify  func(*corev1.Pod)
 	waiters map[string]bool // container IDs whose task exit is awaited
+	started map[string]bool // unikernel container IDs whose program has started
 }
 
 // Volumes materialises pod volumes; the volumes package implements it.
@@ -164,7 +165,7 @@ func New(ctx context.Context, cfg Config, cd *client.Client, kube Kube, secrets 
 	events record.EventRecorder, vols Volumes) (*Provider, error) {
 	p := &Provider{cfg: cfg, cd: cd, kube: kube, secrets: secrets, events: events, volumes: vols,
 		net:     &podnet.Manager{Dir: filepath.Join(cfg.RunDir, "netns")},
-		workers: map[types.UID]*worker{}, waiters: map[string]bool{}}
+		workers: map[types.UID]*worker{}, waiters: map[string]bool{}, started: map[string]bool{}}
 	p.env = &envSources{configMaps: cfg.ConfigMaps, secrets: secrets, services: cfg.Services,
 		nodeName: cfg.NodeName, allocatable: cfg.NodeAllocatable}
 	if cfg.HostIP != "" {

@@ -22,12 +22,18 @@ type instance struct {
 	Runtime string
 	// Running: its task runs. Exited: it ran and ended; ExitCode,
 	// FinishedAt and Reason say how.
-	Running, Exited       bool
+	Running, Exited bool
+	// Booting: it runs, but it is a unikernel whose program has not
+	// started yet (the VM boots); it is neither started nor ready.
+	Booting               bool
 	StartedAt, FinishedAt time.Time
 	ExitCode              int32
 	Reason                string
 	// Message is the termination message of an exited run.
 	Message string
+	// Resources are those the run was given (LabelResources); nil for a
+	// run started before the agent recorded them.
+	Resources *corev1.ResourceRequirements
 }
 
 // waiting is why a container does not run now, when its instances do not
@@ -44,6 +50,8 @@ type view struct {
 	podIPs    []string
 	started   time.Time
 	prev      *corev1.PodStatus // for the conditions' transition times
+	// resize is the state of an in-place resize, nil when none is left.
+	resize *resizeState
 	// probes are the probe results of the running containers that have
 	// probes, by name; a running container without is started and ready.
 	probes map[string]probeState
@@ -156,6 +164,17 @@ func (v *view) containerStatus(c *corev1.Container, init bool, pendingReason str
 		st.State.Running = &corev1.ContainerStateRunning{StartedAt: metav1.NewTime(latest.StartedAt)}
 		ps, probed := v.probes[c.Name]
 		st.Ready, st.Started = !probed || ps.ready, ptr(!probed || ps.started)
+		if latest.Booting {
+			// A unikernel is ready (without a readiness probe) and
+			// started (without a startup probe) once its program has
+			// started, not when its VM has.
+			if c.ReadinessProbe == nil {
+				st.Ready = false
+			}
+			if c.StartupProbe == nil {
+				st.Started = ptr(st.Ready) // a passed readiness probe: it serves
+			}
+		}
 	case isWaiting:
 		st.State.Waiting = &corev1.ContainerStateWaiting{Reason: w.Reason, Message: w.Message}
 		if latest.Exited {
@@ -171,6 +190,17 @@ func (v *view) containerStatus(c *corev1.Container, init bool, pendingReason str
 	}
 	if prev != nil && prev.Exited {
 		st.LastTerminationState.Terminated = terminated(*prev)
+	}
+	if latest.Resources != nil {
+		// Kubelet's allocated and actual resources: the agent actuates
+		// what it allocates at once.
+		r := latest.Resources.DeepCopy()
+		if len(r.Requests) > 0 {
+			st.AllocatedResources = r.Requests.DeepCopy()
+		}
+		if st.State.Running != nil {
+			st.Resources = r
+		}
 	}
 	if init && !sidecar(c) && st.State.Terminated != nil && st.State.Terminated.ExitCode == 0 {
 		st.Ready = true // kubelet: an init container that completed is ready
@@ -322,5 +352,21 @@ func (v *view) status() corev1.PodStatus {
 	msg := fmt.Sprintf("containers with unready status: %s", names(unready))
 	cond(corev1.ContainersReady, len(unready) == 0, readyReason, msg)
 	cond(corev1.PodReady, len(unready) == 0, readyReason, msg)
+	if r := v.resize; r != nil {
+		t := corev1.PodResizeInProgress
+		if r.Pending {
+			t = corev1.PodResizePending
+		}
+		c := corev1.PodCondition{Type: t, Status: corev1.ConditionTrue, Reason: r.Reason, Message: r.Message,
+			ObservedGeneration: pod.Generation, LastTransitionTime: metav1.Now()}
+		if v.prev != nil {
+			for _, p := range v.prev.Conditions {
+				if p.Type == t && p.Reason == c.Reason {
+					c.LastTransitionTime = p.LastTransitionTime
+				}
+			}
+		}
+		st.Conditions = append(st.Conditions, c)
+	}
 	return st
 }

@@ -35,6 +35,17 @@ func TestStatus(t *testing.T) {
 	running := func(name string, attempt int) instance {
 		return instance{ID: name, Name: name, Attempt: attempt, Running: true, StartedAt: t0}
 	}
+	booting := func(name string) instance {
+		in := running(name, 0)
+		in.Booting = true
+		return in
+	}
+	readinessProbed := func(p *corev1.Pod) *corev1.Pod {
+		for i := range p.Spec.Containers {
+			p.Spec.Containers[i].ReadinessProbe = &corev1.Probe{}
+		}
+		return p
+	}
 	exited := func(name string, attempt int, code int32) instance {
 		return instance{ID: name, Name: name, Attempt: attempt, Exited: true, ExitCode: code, StartedAt: t0, FinishedAt: t0.Add(time.Second)}
 	}
@@ -97,6 +108,18 @@ func TestStatus(t *testing.T) {
 			phase: corev1.PodRunning, initDone: true, stateOf: map[string]string{"a": "Running"}},
 		{name: "probes passed", pod: pod(corev1.RestartPolicyAlways, nil, "a"),
 			insts: []instance{running("a", 0)}, probes: map[string]probeState{"a": {started: true, ready: true}},
+			phase: corev1.PodRunning, ready: true, initDone: true, stateOf: map[string]string{"a": "Running"},
+			readyOf: map[string]bool{"a": true}, started: map[string]bool{"a": true}},
+		{name: "unikernel booting", pod: pod(corev1.RestartPolicyAlways, nil, "a", "b"),
+			insts: []instance{booting("a"), running("b", 0)},
+			phase: corev1.PodRunning, initDone: true, stateOf: map[string]string{"a": "Running", "b": "Running"},
+			readyOf: map[string]bool{"b": true}, started: map[string]bool{"b": true}},
+		{name: "unikernel booting, readiness probe passed", pod: readinessProbed(pod(corev1.RestartPolicyAlways, nil, "a")),
+			insts: []instance{booting("a")}, probes: map[string]probeState{"a": {started: true, ready: true}},
+			phase: corev1.PodRunning, ready: true, initDone: true, stateOf: map[string]string{"a": "Running"},
+			readyOf: map[string]bool{"a": true}, started: map[string]bool{"a": true}},
+		{name: "unikernel program started", pod: pod(corev1.RestartPolicyAlways, nil, "a"),
+			insts: []instance{running("a", 0)},
 			phase: corev1.PodRunning, ready: true, initDone: true, stateOf: map[string]string{"a": "Running"},
 			readyOf: map[string]bool{"a": true}, started: map[string]bool{"a": true}},
 		{name: "init fails under Never", pod: pod(corev1.RestartPolicyNever, []string{"i1"}, "a"),

@@ -60,6 +60,7 @@ type worker struct {
 	refreshAt    time.Time            // when volumes change next (zero: never)
 	probes       map[string]*probeSet // by container name; the worker goroutine's
 	evictCheckAt time.Time            // when the emptyDirs' usage is measured next
+	resizing     *resizeState         // the last resize's outcome, nil when none is left
 
 	// hookCtx ends when the pod is deleted: a postStart hook running then
 	// is cut short.
@@ -175,9 +176,29 @@ func (w *worker) sync(ctx context.Context) (next time.Duration, done bool) {
 			w.stopProbes()
 		}
 		w.publish(pod, insts)
+		if booting(insts) {
+			// Nothing wakes the worker when a program starts: look
+			// again soon.
+			next = min(next, bootPoll)
+		}
 	}
 	w.releaseIfDone(ctx)
 	return next, false
+}
+
+// bootPoll is how often a worker looks whether a booting unikernel's
+// program has started.
+const bootPoll = 250 * time.Millisecond
+
+// booting reports whether a unikernel of insts runs but its program has not
+// started yet.
+func booting(insts []instance) bool {
+	for _, in := range insts {
+		if in.Running && in.Booting {
+			return true
+		}
+	}
+	return false
 }
 
 // reconcile starts what should run. It returns when to look again.
@@ -322,6 +343,22 @@ func (w *worker) reconcile(ctx context.Context, pod *corev1.Pod, insts []instanc
 			next = d
 		}
 	}
+	if r := w.resize(ctx, pod, insts); r != nil {
+		w.mu.Lock()
+		news := w.resizing == nil || *w.resizing != *r
+		w.resizing = r
+		w.mu.Unlock()
+		if news && r.Pending && r.Reason == corev1.PodReasonInfeasible {
+			w.p.events.Event(pod, corev1.EventTypeWarning, "ResizeInfeasible", r.Message)
+		}
+		if !r.Pending || r.Reason == corev1.PodReasonDeferred {
+			next = min(next, 5*time.Second) // try again: resources may free up
+		}
+	} else {
+		w.mu.Lock()
+		w.resizing = nil
+		w.mu.Unlock()
+	}
 	return min(next, w.ensureEphemeral(ctx, pod, view))
 }
 
@@ -415,7 +452,7 @@ func (w *worker) clearWaiting(name string) {
 func (w *worker) publish(pod *corev1.Pod, insts []instance) {
 	w.mu.Lock()
 	v := &view{pod: pod, instances: insts, waiting: map[string]waiting{}, failed: w.failed,
-		hostIP: w.p.cfg.HostIP, started: w.started, prev: w.status, probes: w.probeStates()}
+		hostIP: w.p.cfg.HostIP, started: w.started, prev: w.status, probes: w.probeStates(), resize: w.resizing}
 	for k, x := range w.waiting {
 		v.waiting[k] = x
 	}

@@ -13,8 +13,10 @@ import (
 	"github.com/containerd/errdefs"
 	"github.com/containerd/log"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
+	"google.golang.org/protobuf/types/known/anypb"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
+	"github.com/feather-edge/feather/osv"
 	"github.com/feather-edge/feather/shim-osv/vm"
 )
 
@@ -144,13 +146,24 @@ func (t *vmTask) Kill(ctx context.Context, r *taskAPI.KillRequest) error {
 	return t.vm.Kill(ctx, syscall.Signal(r.Signal))
 }
 
-// Pids lists QEMU and its virtiofsd helpers.
+// Pids lists QEMU and its virtiofsd helpers. Once the guest's program has
+// started, QEMU's entry carries an Info of type osv.ProgramStartedTypeURL:
+// how the agent knows that a unikernel is ready.
 func (t *vmTask) Pids(ctx context.Context, r *taskAPI.PidsRequest) (*taskAPI.PidsResponse, error) {
+	return &taskAPI.PidsResponse{Processes: processes(t.vm.Pids(), t.vm.ProgramStarted())}, nil
+}
+
+// processes lists pids, the first (QEMU's) marked when started.
+func processes(pids []int, started bool) []*apitask.ProcessInfo {
 	var ps []*apitask.ProcessInfo
-	for _, pid := range t.vm.Pids() {
-		ps = append(ps, &apitask.ProcessInfo{Pid: uint32(pid)})
+	for i, pid := range pids {
+		p := &apitask.ProcessInfo{Pid: uint32(pid)}
+		if i == 0 && started {
+			p.Info = &anypb.Any{TypeUrl: osv.ProgramStartedTypeURL}
+		}
+		ps = append(ps, p)
 	}
-	return &taskAPI.PidsResponse{Processes: ps}, nil
+	return ps
 }
 
 // Pause stops the guest's vCPUs.

@@ -732,6 +732,13 @@ func (v *VM) Pids() []int {
 	return pids
 }
 
+// ProgramStarted reports whether the current boot's program has started:
+// its console printed OSv's start line.
+func (v *VM) ProgramStarted() bool {
+	c := v.console()
+	return c != nil && c.started()
+}
+
 func (v *VM) pids() []int {
 	var pids []int
 	for _, c := range v.fsds {
