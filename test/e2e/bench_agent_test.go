@@ -108,7 +108,7 @@ func BenchmarkAgent(b *testing.B) {
 		})
 
 		// The upstream kubelet, on a containerd of its own with CRI.
-		k, kctrd := startBenchKubelet(ctx, b, env, hc)
+		k, kctrd := startBenchKubelet(ctx, b, hc)
 		theirs.idleFor(b, k.Pid(), settle, idleCPU)
 		kctr := ctr
 		kctr.NodeSelector = map[string]string{"kubernetes.io/hostname": k.Name}
@@ -186,9 +186,11 @@ func (n *nodeFigures) idleFor(b *testing.B, pid int, settle, idle time.Duration)
 
 // startBenchKubelet starts a containerd with CRI (the sandbox image and
 // busybox from hc's registry) and an upstream kubelet on it, registered with
-// hc's control plane.
-func startBenchKubelet(ctx context.Context, b *testing.B, env *harness.Env, hc *harness.Cluster) (*harness.Kubelet, *harness.Containerd) {
+// hc's control plane. They run in an Env of their own (one Env holds one
+// containerd), closed when b ends, before hc's.
+func startBenchKubelet(ctx context.Context, b *testing.B, hc *harness.Cluster) (*harness.Kubelet, *harness.Containerd) {
 	b.Helper()
+	env := harness.New(b)
 	hosts, err := harness.PlainHTTPHosts(filepath.Join(env.Dir, "registries"), hc.Registry.Host)
 	if err != nil {
 		b.Fatal(err)
