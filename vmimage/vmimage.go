@@ -14,6 +14,11 @@
 //	feather/kernel   optional kernel for direct boot (-kernel … -append …)
 //	feather/initrd   optional initial ramdisk for that kernel
 //
+// and, in a container's root filesystem prepared by Feather's snapshotter,
+//
+//	feather/instance.qcow2  the container's own disk: a qcow2 overlay
+//	                        backed by feather/disk, which the shim boots
+//
 // The image's Entrypoint and Cmd are the guest's command, Env its environment
 // and WorkingDir its working directory, as for a container.
 package vmimage
@@ -64,6 +69,10 @@ const (
 	DiskPath   = "feather/disk"
 	KernelPath = "feather/kernel"
 	InitrdPath = "feather/initrd"
+	// InstanceDiskPath is the instance disk that the feather snapshotter
+	// makes in a container's snapshot (never in an image's layer): a
+	// qcow2 overlay over the disk, whose growth is the container's.
+	InstanceDiskPath = "feather/instance.qcow2"
 )
 
 // Kind is what an image asks to run on.
@@ -164,6 +173,10 @@ type Layout struct {
 	Disk, DiskFormat string
 	// Kernel and Initrd are paths, "" when the image has none.
 	Kernel, Initrd string
+	// Instance is the container's instance disk that the feather
+	// snapshotter made (a qcow2 overlay over Disk), "" when there is none:
+	// then the shim makes its own.
+	Instance string
 }
 
 // Find locates the VM files under rootfs. With no disk it returns an
@@ -199,6 +212,24 @@ func Find(rootfs string) (Layout, error) {
 		} else if err != nil && !errors.Is(err, os.ErrNotExist) {
 			return Layout{}, err
 		}
+	}
+	inst := filepath.Join(rootfs, InstanceDiskPath)
+	if fi, err := os.Stat(inst); err == nil && fi.Mode().IsRegular() {
+		f, err := os.Open(inst)
+		if err != nil {
+			return Layout{}, fmt.Errorf("open instance disk: %w", err)
+		}
+		format, err := DiskFormat(f)
+		f.Close()
+		if err != nil {
+			return Layout{}, fmt.Errorf("read instance disk: %w", err)
+		}
+		if format != FormatQCOW2 {
+			return Layout{}, fmt.Errorf("instance disk /%s is not qcow2: %w", InstanceDiskPath, errdefs.ErrInvalidArgument)
+		}
+		l.Instance = inst
+	} else if err != nil && !errors.Is(err, os.ErrNotExist) {
+		return Layout{}, err
 	}
 	if l.Initrd != "" && l.Kernel == "" {
 		return Layout{}, fmt.Errorf("image has /%s but no /%s to boot it with: %w", InitrdPath, KernelPath, errdefs.ErrInvalidArgument)

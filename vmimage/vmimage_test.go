@@ -88,6 +88,9 @@ func TestFind(t *testing.T) {
 		{"disk only", map[string]string{DiskPath: "QFI\xfbrest"}, Layout{Disk: DiskPath, DiskFormat: FormatQCOW2}, nil},
 		{"direct boot", map[string]string{DiskPath: "raw", KernelPath: "elf", InitrdPath: "cpio"},
 			Layout{Disk: DiskPath, DiskFormat: FormatRaw, Kernel: KernelPath, Initrd: InitrdPath}, nil},
+		{"instance disk", map[string]string{DiskPath: "raw", InstanceDiskPath: "QFI\xfbrest"},
+			Layout{Disk: DiskPath, DiskFormat: FormatRaw, Instance: InstanceDiskPath}, nil},
+		{"instance disk not qcow2", map[string]string{DiskPath: "raw", InstanceDiskPath: "raw"}, Layout{}, errdefs.ErrInvalidArgument},
 		{"no disk", map[string]string{"bin/sh": "x"}, Layout{}, errdefs.ErrNotFound},
 		{"empty disk", map[string]string{DiskPath: ""}, Layout{}, errdefs.ErrInvalidArgument},
 		{"initrd without kernel", map[string]string{DiskPath: "raw", InitrdPath: "cpio"}, Layout{}, errdefs.ErrInvalidArgument},
@@ -111,7 +114,7 @@ func TestFind(t *testing.T) {
 				}
 				return strings.TrimPrefix(p, root+"/")
 			}
-			got = Layout{Disk: rel(got.Disk), DiskFormat: got.DiskFormat, Kernel: rel(got.Kernel), Initrd: rel(got.Initrd)}
+			got = Layout{Disk: rel(got.Disk), DiskFormat: got.DiskFormat, Kernel: rel(got.Kernel), Initrd: rel(got.Initrd), Instance: rel(got.Instance)}
 			if got != tc.want {
 				t.Errorf("Find = %+v, want %+v", got, tc.want)
 			}

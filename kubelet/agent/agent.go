@@ -59,6 +59,9 @@ type Config struct {
 	// Runtimes maps RuntimeClass handlers and image backends to containerd
 	// runtimes.
 	Runtimes map[string]string
+	// Snapshotter is the containerd snapshotter of unikernel containers:
+	// a name, "" for containerd's default, or SnapshotterAuto.
+	Snapshotter string
 	// PlainHTTP registries besides localhost.
 	PlainHTTP []string
 	// RegistryConfigDir holds containerd-style hosts.toml files.
@@ -106,6 +109,7 @@ func DefaultConfig() Config {
 		Containerd:        "/run/containerd/containerd.sock",
 		Namespace:         "feather",
 		Runtimes:          map[string]string{"runc": "io.containerd.runc.v2", "osv": "io.containerd.osv.v1"},
+		Snapshotter:       SnapshotterAuto,
 		Taints:            []corev1.Taint{{Key: "virtual-kubelet.io/provider", Value: "feather", Effect: corev1.TaintEffectNoSchedule}},
 		LogDir:            "/var/log/pods",
 		StateDir:          "/var/lib/feather",
@@ -161,6 +165,10 @@ func Run(ctx context.Context, cfg Config) error {
 	ver, err := cd.Version(ctx)
 	if err != nil {
 		return fmt.Errorf("containerd at %s: %w", cfg.Containerd, err)
+	}
+	vmSnapshotter, err := vmSnapshotter(ctx, cd, cfg.Snapshotter)
+	if err != nil {
+		return err
 	}
 	ip := cfg.InternalIP
 	if ip == "" {
@@ -225,7 +233,7 @@ func Run(ctx context.Context, cfg Config) error {
 		NodeName: cfg.NodeName, NodeAllocatable: status.Node().Status.Allocatable,
 	}
 	provider, err = pods.New(ctx, pods.Config{
-		NodeName: cfg.NodeName, HostIP: ip, Namespace: cfg.Namespace, Runtimes: cfg.Runtimes, PlainHTTP: cfg.PlainHTTP,
+		NodeName: cfg.NodeName, HostIP: ip, Namespace: cfg.Namespace, Runtimes: cfg.Runtimes, VMSnapshotter: vmSnapshotter, PlainHTTP: cfg.PlainHTTP,
 		RegistryConfigDir: cfg.RegistryConfigDir, LogDir: cfg.LogDir, StateDir: cfg.StateDir, RunDir: cfg.RunDir, Logger: logger, LogRotation: cfg.ContainerLog, Admit: admit,
 		Network: network, DNS: dnsConfig(cfg), ObservePull: am.pullObserved,
 		TaskStarted: func(id, runtime string, pid uint32) {

@@ -50,6 +50,7 @@ func Main(args []string) int {
 	clusterDNS := fs.String("cluster-dns", "", "cluster DNS server IPs, comma-separated (kube-dns's Service IP); none: ClusterFirst pods get the host's resolv.conf")
 	fs.StringVar(&cfg.ClusterDomain, "cluster-domain", cfg.ClusterDomain, "the cluster's DNS domain")
 	fs.StringVar(&cfg.ResolvConf, "resolv-conf", cfg.ResolvConf, `the host's resolv.conf, the base of dnsPolicy Default; "" for none`)
+	fs.StringVar(&cfg.Snapshotter, "snapshotter", cfg.Snapshotter, `containerd snapshotter of unikernel containers: a name; "" for containerd's default; auto: "feather" (Feather's snapshotter, which keeps each VM's disk writes on disk) when containerd has it, else the default`)
 	runtimes := fs.String("runtimes", "", "extra HANDLER=RUNTIME pairs, comma-separated (defaults: runc=io.containerd.runc.v2,osv=io.containerd.osv.v1)")
 	plain := fs.String("plain-http", "", "registry hosts pulled over plain HTTP, comma-separated (localhost always is)")
 	taints := fs.String("taints", "virtual-kubelet.io/provider=feather:NoSchedule", `node taints KEY[=VALUE]:EFFECT, comma-separated; "" for none`)
@@ -141,7 +142,7 @@ func parsePairs(s string) (map[string]string, error) {
 }
 
 func parseTaints(s string) ([]corev1.Taint, error) {
-	var out []corev1.Taint
+	out := []corev1.Taint{} // not nil: "" means no taints, not the default ones
 	for _, t := range strings.Split(s, ",") {
 		if t = strings.TrimSpace(t); t == "" {
 			continue

@@ -245,6 +245,9 @@ func (w *worker) start(ctx context.Context, pod *corev1.Pod, c *corev1.Container
 	}
 	var mounts []specs.Mount
 	if p.volumes != nil {
+		if err := w.imageVolumes(ctx, pod, c); err != nil {
+			return err
+		}
 		mounts, err = p.volumes.Mounts(pod, c, w.mounts)
 	}
 	if err != nil {
@@ -274,10 +277,15 @@ func (w *worker) start(ctx context.Context, pod *corev1.Pod, c *corev1.Container
 		return &waitErr{reason: "CreateContainerConfigError", event: "Failed", msg: err.Error(), retry: 10 * time.Second}
 	}
 	specOpts = append(specOpts, extra...)
+	snapshotter := p.snapshotterFor(runtime)
+	if err := ensureUnpacked(ctx, image, snapshotter); err != nil {
+		return err
+	}
 	cont, err := p.cd.NewContainer(ctx, id,
 		client.WithImage(image),
 		client.WithImageConfigLabels(image),
 		client.WithAdditionalContainerLabels(labels),
+		client.WithSnapshotter(snapshotter),
 		client.WithNewSnapshot(id, image),
 		client.WithRuntime(runtime, nil),
 		client.WithNewSpec(specOpts...))
@@ -383,15 +391,45 @@ func (p *Provider) handlers() []string {
 	return hs
 }
 
+// snapshotterFor returns the snapshotter of containers on runtime: ""
+// (containerd's default) for runc, Config.VMSnapshotter for the others.
+func (p *Provider) snapshotterFor(runtime string) string {
+	if runtime == p.cfg.Runtimes["runc"] {
+		return ""
+	}
+	return p.cfg.VMSnapshotter
+}
+
+// ensureUnpacked unpacks image for snapshotter ("" the default) unless it is
+// already.
+func ensureUnpacked(ctx context.Context, image client.Image, snapshotter string) error {
+	ok, err := image.IsUnpacked(ctx, snapshotter)
+	if err == nil && ok {
+		return nil
+	}
+	if err := image.Unpack(ctx, snapshotter); err != nil {
+		return fmt.Errorf("unpack image %s (snapshotter %q): %w", image.Name(), snapshotter, err)
+	}
+	return nil
+}
+
 // image returns c's image, pulled per its imagePullPolicy.
 func (w *worker) image(ctx context.Context, pod *corev1.Pod, c *corev1.Container) (client.Image, error) {
+	return w.pull(ctx, pod, c.Image, c.ImagePullPolicy)
+}
+
+// pull returns image, pulled per policy (kubelet's default when empty:
+// Always for a :latest tag, else IfNotPresent) with the pod's
+// imagePullSecrets, as kubelet's image puller does for containers and image
+// volumes alike. Its errors are *waitErr with kubelet's reasons
+// (InvalidImageName, ErrImageNeverPull, ErrImagePull, ImagePullBackOff).
+func (w *worker) pull(ctx context.Context, pod *corev1.Pod, image string, policy corev1.PullPolicy) (client.Image, error) {
 	p := w.p
-	ref, err := reference.ParseDockerRef(c.Image)
+	ref, err := reference.ParseDockerRef(image)
 	if err != nil {
-		return nil, &waitErr{reason: "InvalidImageName", event: "InspectFailed", msg: fmt.Sprintf("invalid image name %q: %v", c.Image, err), retry: time.Hour}
+		return nil, &waitErr{reason: "InvalidImageName", event: "InspectFailed", msg: fmt.Sprintf("invalid image name %q: %v", image, err), retry: time.Hour}
 	}
 	name := ref.String()
-	policy := c.ImagePullPolicy
 	if policy == "" {
 		policy = corev1.PullIfNotPresent
 		if t, ok := ref.(reference.Tagged); ok && t.Tag() == "latest" {
@@ -405,18 +443,23 @@ func (w *worker) image(ctx context.Context, pod *corev1.Pod, c *corev1.Container
 		}
 		if policy == corev1.PullNever {
 			return nil, &waitErr{reason: "ErrImageNeverPull", event: "ErrImageNeverPull",
-				msg: fmt.Sprintf("Container image %q is not present with pull policy of Never", c.Image), retry: 30 * time.Second}
+				msg: fmt.Sprintf("Container image %q is not present with pull policy of Never", image), retry: 30 * time.Second}
 		}
 	}
 	w.mu.Lock()
 	until := w.pullBackoff[name]
 	w.mu.Unlock()
 	if time.Now().Before(until) {
-		return nil, &waitErr{reason: "ImagePullBackOff", event: "BackOff", msg: fmt.Sprintf("Back-off pulling image %q", c.Image), retry: time.Until(until)}
+		return nil, &waitErr{reason: "ImagePullBackOff", event: "BackOff", msg: fmt.Sprintf("Back-off pulling image %q", image), retry: time.Until(until)}
 	}
-	p.events.Event(pod, corev1.EventTypeNormal, "Pulling", fmt.Sprintf("Pulling image %q", c.Image))
+	p.events.Event(pod, corev1.EventTypeNormal, "Pulling", fmt.Sprintf("Pulling image %q", image))
 	start := time.Now()
-	img, err := p.cd.Pull(ctx, name, client.WithPullUnpack, client.WithResolver(p.resolver(ctx, pod)))
+	pullOpts := []client.RemoteOpt{client.WithResolver(p.resolver(ctx, pod))}
+	if p.cfg.VMSnapshotter == "" {
+		// Else unpacked by start, for the snapshotter of its runtime.
+		pullOpts = append(pullOpts, client.WithPullUnpack)
+	}
+	img, err := p.cd.Pull(ctx, name, pullOpts...)
 	if p.cfg.ObservePull != nil {
 		p.cfg.ObservePull(time.Since(start), err)
 	}
@@ -425,13 +468,13 @@ func (w *worker) image(ctx context.Context, pod *corev1.Pod, c *corev1.Container
 		d := max(backoffBase, min(w.pullDelay[name]*2, backoffMax))
 		w.pullDelay[name], w.pullBackoff[name] = d, time.Now().Add(d)
 		w.mu.Unlock()
-		return nil, &waitErr{reason: "ErrImagePull", event: "Failed", msg: fmt.Sprintf("Failed to pull image %q: %v", c.Image, err), retry: d}
+		return nil, &waitErr{reason: "ErrImagePull", event: "Failed", msg: fmt.Sprintf("Failed to pull image %q: %v", image, err), retry: d}
 	}
 	w.mu.Lock()
 	delete(w.pullDelay, name)
 	delete(w.pullBackoff, name)
 	w.mu.Unlock()
-	p.events.Event(pod, corev1.EventTypeNormal, "Pulled", fmt.Sprintf("Successfully pulled image %q in %s", c.Image, time.Since(start).Round(time.Millisecond)))
+	p.events.Event(pod, corev1.EventTypeNormal, "Pulled", fmt.Sprintf("Successfully pulled image %q in %s", image, time.Since(start).Round(time.Millisecond)))
 	return img, nil
 }
 

@@ -36,6 +36,11 @@ type Config struct {
 	// Runtimes maps RuntimeClass handlers and image backends to containerd
 	// runtimes; "runc" is the default for plain containers.
 	Runtimes map[string]string
+	// VMSnapshotter is the containerd snapshotter of the containers that
+	// do not run on Runtimes["runc"] (unikernels); "" is containerd's
+	// default. When set, images are pulled without unpacking and unpacked
+	// for the snapshotter of the container that uses them.
+	VMSnapshotter string
 	// PlainHTTP lists registry hosts pulled over plain HTTP (localhost and
 	// 127.0.0.1 are tried over HTTP too, as containerd does).
 	PlainHTTP []string
@@ -246,6 +251,11 @@ func (p *Provider) collect(ctx context.Context) error {
 		if err := p.volumes.Teardown(ctx, uid); err != nil {
 			return err
 		}
+	}
+	// After the unmounts: the view snapshots of image volumes of pods
+	// that are gone.
+	if err := p.removeImageVolumes(p.ctx(ctx), func(uid types.UID) bool { return !keep[uid] }); err != nil {
+		log.G(ctx).WithError(err).Warn("remove the image volumes of pods that are gone")
 	}
 	return nil
 }

@@ -215,6 +215,12 @@ func (w *worker) reconcile(ctx context.Context, pod *corev1.Pod, insts []instanc
 		}
 		defer func() { next = min(next, left) }()
 	}
+	if d := w.checkStorage(ctx, pod, insts); d > 0 {
+		if w.failed != nil {
+			return time.Hour
+		}
+		defer func() { next = min(next, d) }()
+	}
 	if !pod.Spec.HostNetwork && w.netns == "" {
 		p, err := w.p.net.Ensure(string(pod.UID))
 		if err != nil {
@@ -481,6 +487,8 @@ func (w *worker) stop(ctx context.Context, insts []instance, grace time.Duration
 	if w.p.volumes != nil {
 		if err := w.p.volumes.Teardown(ctx, w.uid); err != nil {
 			w.log.WithError(err).Warn("remove volumes")
+		} else if err := w.p.removeImageVolumes(ctx, func(uid types.UID) bool { return uid == w.uid }); err != nil {
+			w.log.WithError(err).Warn("remove image volume snapshots")
 		}
 	}
 	if detached {
@@ -625,18 +633,32 @@ var _ client.Task
 func (w *worker) deadlineExceeded(ctx context.Context, pod *corev1.Pod, insts []instance) {
 	const msg = "Pod was active on the node longer than the specified deadline"
 	w.p.events.Event(pod, corev1.EventTypeNormal, "DeadlineExceeded", msg)
+	w.failPod(ctx, pod, insts, "DeadlineExceeded", msg)
+}
+
+// failPod kills every running container of the pod (preStop first; the
+// sidecars after the others, last first), and fails it with reason and msg;
+// none runs again. It blocks until the kills are done.
+func (w *worker) failPod(ctx context.Context, pod *corev1.Pod, insts []instance, reason, msg string) {
 	w.stopProbes()
 	// The kills end before the phase turns Failed: virtual-kubelet sends no
 	// status of a pod after it is Failed, so the containers' ends must be in
 	// that one.
+	// Sidecar init containers are killed too, after the main and regular
+	// init containers, last first, as on deletion (kubelet's
+	// killPodWithSyncResult for a terminal pod); w.failed keeps any of them
+	// from being started again.
+	grace := podGrace(pod)
+	deadline := time.Now().Add(grace)
 	var wg sync.WaitGroup
 	for _, in := range insts {
-		if !in.Running {
+		if !in.Running || isSidecar(pod, in.Name) {
 			continue
 		}
 		w.p.events.Event(pod, corev1.EventTypeNormal, "Killing", "Stopping container "+in.Name)
-		wg.Go(func() { w.killContainer(ctx, pod, specContainer(pod, in.Name), in, podGrace(pod)) })
+		wg.Go(func() { w.killContainer(ctx, pod, specContainer(pod, in.Name), in, grace) })
 	}
 	wg.Wait()
-	w.failed = &waiting{Reason: "DeadlineExceeded", Message: msg}
+	w.stopSidecars(ctx, pod, insts, max(time.Until(deadline), minGrace))
+	w.failed = &waiting{Reason: reason, Message: msg}
 }

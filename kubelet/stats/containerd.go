@@ -2,8 +2,10 @@ package stats
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -94,7 +96,8 @@ func (c *Containerd) Guest(ctx context.Context, id string) (GuestMemory, error) 
 }
 
 // Rootfs returns the usage of the container's snapshot, or of a
-// unikernel's instance disk.
+// unikernel's instance disk where the shim made it in its bundle (else it
+// is in the snapshot, made by the feather snapshotter).
 func (c *Containerd) Rootfs(ctx context.Context, id string) (uint64, uint64, error) {
 	info, pid, err := c.vmPid(ctx, id)
 	if err != nil {
@@ -102,10 +105,14 @@ func (c *Containerd) Rootfs(ctx context.Context, id string) (uint64, uint64, err
 	}
 	if pid != 0 {
 		fi, err := os.Stat(filepath.Join("/proc", strconv.Itoa(pid), "cwd", instanceDisk))
-		if err != nil {
+		switch {
+		case err == nil:
+			return allocated(fi), 0, nil
+		case !errors.Is(err, fs.ErrNotExist):
 			return 0, 0, fmt.Errorf("instance disk of %s: %w", id, err)
 		}
-		return allocated(fi), 0, nil
+		// None of the shim's own: the snapshotter made it in the
+		// container's snapshot (snapshotter/), whose usage counts it.
 	}
 	if info.Snapshotter == "" || info.SnapshotKey == "" {
 		return 0, 0, fmt.Errorf("container %s has no snapshot: %w", id, errdefs.ErrNotFound)

@@ -15,7 +15,8 @@
 //     Metrics, cgroups v1 or v2). For an OSv unikernel that is the cgroup of
 //     its VM, QEMU and virtiofsd: what the VM costs the node. Rootfs usage
 //     is the container's snapshot, for a unikernel the bytes its instance
-//     disk holds; logs usage is its CRI log directory;
+//     disk holds (the snapshot's usage on the feather snapshotter, which
+//     makes the disk in it); logs usage is its CRI log directory;
 //     Beside it, a unikernel's guest view (GuestRuntime: the guest's RAM by
 //     QMP query-balloon, the part of it resident on the host) goes in the
 //     container's userDefinedMetrics;

@@ -14,15 +14,23 @@
 //     limits, or the node's allocatable memory when a container has none (as kubelet does). On disk, sizeLimit is
 //     not enforced: Feather has no eviction manager yet, and a quota would need project quotas on the node's
 //     filesystem.
+//
 //   - configMap and downwardAPI: an atomic-writer directory (below) on disk.
+//
 //   - secret and projected: an atomic-writer directory on a tmpfs (nosuid, nodev, mode 0755, the kernel's default
 //     size bound; it holds only what is written) mounted on the volume directory, so that secret data and service
 //     account tokens never reach the disk. Kubelet does the same.
+//
 //   - hostPath: no directory under Root. Setup checks the host path against the volume's type (creating it for
 //     DirectoryOrCreate and FileOrCreate, and a missing one of no type as a directory, as containerd's CRI plugin
 //     does) and returns the host path itself; Teardown never touches it.
 //
-// Other volume types (persistentVolumeClaim, csi, nfs, image, …) are refused with an error wrapping
+//   - image (KEP-4639): an empty directory, the mount point. The agent pulls the image when a container that
+//     mounts the volume starts (its pull errors are that container's: ErrImagePull, ImagePullBackOff), makes a
+//     containerd view snapshot of it and mounts that read-only on the directory with MountImage, once for the
+//     pod. Mounts of it are always read-only; a subPath must exist in the image. Teardown unmounts it.
+//
+// Other volume types (persistentVolumeClaim, csi, nfs, …) are refused with an error wrapping
 // errdefs.ErrNotImplemented.
 //
 // # Atomic updates

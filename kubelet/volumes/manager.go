@@ -218,8 +218,10 @@ func (m *Manager) setupVolume(ctx context.Context, st *podState, pod *corev1.Pod
 		return m.setupEmptyDir(pod, v)
 	case isAtomic(v):
 		return m.writeVolume(ctx, st, pod, v, false)
+	case v.Image != nil:
+		return m.setupImage(pod, v)
 	}
-	return "", fmt.Errorf("%s volumes are not supported by Feather (use emptyDir, hostPath, configMap, secret, downwardAPI or projected): %w",
+	return "", fmt.Errorf("%s volumes are not supported by Feather (use emptyDir, hostPath, configMap, secret, downwardAPI, projected or image): %w",
 		volumeType(v), errdefs.ErrNotImplemented)
 }
 

@@ -20,13 +20,13 @@ import (
 // paths Setup returned. Each is {Type: "bind", Source, Destination: mountPath, Options: "rbind", "ro" or "rw",
 // then the propagation ("rprivate" by default, "rslave" for HostToContainer, "rshared" for Bidirectional), then
 // "rro" for recursiveReadOnly Enabled and any bindMountOptions (noexec, nodev, nosuid)}. configMap, secret,
-// downwardAPI and projected volumes are always read-only, as in kubelet.
+// downwardAPI, projected and image volumes are always read-only, as in kubelet.
 //
 // subPath and subPathExpr mount a path inside the volume. They must be relative and hold no ".." element.
 // Symlinks in them are followed and the mount source is the real path; one that leads out of the volume (a
 // symlink a container planted in an emptyDir, say) is refused, as kubelet refuses it. A missing subPath is created
 // as a directory with the mode of the volume directory, through os.Root so that no step can leave the volume,
-// except in configMap, secret, downwardAPI and projected volumes, where it is an error. subPathExpr expands
+// except in configMap, secret, downwardAPI, projected and image volumes, where it is an error. subPathExpr expands
 // $(VAR) from the container's env entries that have a value or a fieldRef; any other $(VAR) is an error, since
 // its value is not known here. The check happens when Mounts is called: a container that can write the volume and
 // swaps a path element for a symlink between Mounts and the container's start could still redirect the mount;
@@ -76,14 +76,15 @@ func mountFor(pod *corev1.Pod, c *corev1.Container, vol *corev1.Volume, vm corev
 		}
 	}
 	atomicVol := vol != nil && isAtomic(vol)
+	imageVol := vol != nil && vol.Image != nil
 	if sub != "" {
 		var err error
-		if src, err = resolveSubPath(src, sub, atomicVol); err != nil {
+		if src, err = resolveSubPath(src, sub, atomicVol || imageVol); err != nil {
 			return specs.Mount{}, err
 		}
 	}
 
-	ro := vm.ReadOnly || atomicVol
+	ro := vm.ReadOnly || atomicVol || imageVol
 	opts := []string{"rbind", "rw"}
 	if ro {
 		opts[1] = "ro"
@@ -122,9 +123,9 @@ func mountFor(pod *corev1.Pod, c *corev1.Container, vol *corev1.Volume, vm corev
 }
 
 // resolveSubPath returns the real host path of sub inside the volume at volDir, creating a missing directory
-// unless the volume is an atomic-writer one. Symlinks are followed, and a result outside the volume is refused,
-// as kubelet refuses it.
-func resolveSubPath(volDir, sub string, atomicVol bool) (string, error) {
+// unless mustExist (atomic-writer and image volumes, which are read-only). Symlinks are followed, and a result
+// outside the volume is refused, as kubelet refuses it.
+func resolveSubPath(volDir, sub string, mustExist bool) (string, error) {
 	clean, err := cleanSubPath(sub)
 	if err != nil {
 		return "", err
@@ -143,7 +144,7 @@ func resolveSubPath(volDir, sub string, atomicVol bool) (string, error) {
 	p := filepath.Join(realVol, clean)
 	real, err := filepath.EvalSymlinks(p)
 	if errors.Is(err, fs.ErrNotExist) {
-		if atomicVol {
+		if mustExist {
 			return "", fmt.Errorf("subPath %q does not exist in the volume: %w", sub, errdefs.ErrNotFound)
 		}
 		// The deepest part that exists may be a symlink pointing out: check it before creating the rest.

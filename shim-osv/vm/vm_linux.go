@@ -98,6 +98,7 @@ type VM struct {
 	dir     string
 	plan    Plan
 	layout  vmimage.Layout
+	disk    string // the instance disk QEMU boots
 	cmdline string
 	net     *netns.Config
 	tap     string
@@ -191,10 +192,17 @@ func Create(ctx context.Context, cfg Config) (_ *VM, retErr error) {
 		return nil, err
 	}
 	v.cons = v.newConsole(ctx)
-	disk := filepath.Join(v.dir, "disk.qcow2")
-	if err := qemu.CreateOverlay(ctx, layout.Disk, layout.DiskFormat, disk); err != nil {
-		return nil, fmt.Errorf("instance disk: %w", err)
+	// The snapshotter's instance disk, in the container's snapshot on
+	// disk; else one of our own in the bundle (under /run, a tmpfs on a
+	// real node: the VM's writes are then held in RAM).
+	disk := layout.Instance
+	if disk == "" {
+		disk = filepath.Join(v.dir, "disk.qcow2")
+		if err := qemu.CreateOverlay(ctx, layout.Disk, layout.DiskFormat, disk); err != nil {
+			return nil, fmt.Errorf("instance disk: %w", err)
+		}
 	}
+	v.disk = disk
 	if err := v.ensureMountPoints(ctx, disk); err != nil {
 		return nil, err
 	}
@@ -224,7 +232,7 @@ func Create(ctx context.Context, cfg Config) (_ *VM, retErr error) {
 		return nil, err
 	}
 	// Not the command line itself: it holds every environment value.
-	log.G(ctx).WithField("cmdline_bytes", len(v.cmdline)).WithField("direct", layout.Kernel != "").Debug("vm created")
+	log.G(ctx).WithField("cmdline_bytes", len(v.cmdline)).WithField("direct", layout.Kernel != "").WithField("disk", disk).Debug("vm created")
 	return v, nil
 }
 
@@ -452,7 +460,7 @@ func (v *VM) boot(ctx context.Context, accel string) (chan struct{}, error) {
 		shares = append(shares, sock)
 	}
 	qc := qemu.Config{Name: "feather-" + v.cfg.ID, Accel: accel, MemoryMiB: v.plan.MemoryMiB, CPUs: v.plan.CPUs,
-		Disk: "disk.qcow2", QMP: "qmp.sock", StatsQMP: StatsQMP, Shares: shares, Tap: v.tap, FirmwareLog: firmwareLog}
+		Disk: v.disk, QMP: "qmp.sock", StatsQMP: StatsQMP, Shares: shares, Tap: v.tap, FirmwareLog: firmwareLog}
 	if v.layout.Kernel != "" {
 		qc.Kernel, qc.Initrd, qc.Append = v.layout.Kernel, v.layout.Initrd, v.cmdline
 	}

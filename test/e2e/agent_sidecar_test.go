@@ -5,6 +5,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/containerd/containerd/v2/client"
+	"github.com/containerd/containerd/v2/pkg/namespaces"
+
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 )
@@ -111,5 +114,43 @@ func TestAgentSidecars(t *testing.T) {
 	}
 	if d < 4*time.Second || d > 20*time.Second {
 		t.Errorf("deleting sidecar-svc took %s, want 4…20 s", d)
+	}
+}
+
+// TestAgentSidecarDeadline: when activeDeadlineSeconds passes, the pod is
+// Failed with DeadlineExceeded and its sidecar init container is killed
+// with its main container (after it, as on deletion), not left running nor
+// restarted.
+func TestAgentSidecarDeadline(t *testing.T) {
+	c := newCluster(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	t.Cleanup(func() { deleteAll(ctx, t, c); cancel() })
+	loop := "trap 'exit 0' TERM; while true; do sleep 0.2; done"
+	p := newPod("sidecar-deadline", corev1.RestartPolicyAlways, corev1.Container{Name: "main", Image: c.busybox, Command: sh(loop)})
+	p.Spec.ActiveDeadlineSeconds = ptrTo(int64(8))
+	p.Spec.InitContainers = []corev1.Container{{Name: "side", Image: c.busybox, RestartPolicy: ptrTo(corev1.ContainerRestartPolicyAlways), Command: sh(loop)}}
+	c.create(ctx, t, p)
+
+	got := c.waitPod(t, "sidecar-deadline", 2*time.Minute, phase(corev1.PodFailed))
+	if got.Status.Reason != "DeadlineExceeded" {
+		t.Errorf("reason %q, want DeadlineExceeded", got.Status.Reason)
+	}
+	for _, cs := range append(got.Status.InitContainerStatuses, got.Status.ContainerStatuses...) {
+		if cs.State.Terminated == nil {
+			t.Errorf("container %s not terminated when the pod failed: %+v", cs.Name, cs.State)
+		}
+	}
+	// Nothing of it runs: every task of the pod has exited (the agent
+	// deletes a task once it has recorded its exit).
+	cs, err := c.ctrd.Client().Containers(namespaces.WithNamespace(ctx, agentNS))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, x := range cs {
+		if task, err := x.Task(namespaces.WithNamespace(ctx, agentNS), nil); err == nil {
+			if st, err := task.Status(namespaces.WithNamespace(ctx, agentNS)); err == nil && st.Status == client.Running {
+				t.Errorf("container %s still runs after the deadline", x.ID())
+			}
+		}
 	}
 }

@@ -27,6 +27,7 @@ type cluster struct {
 	env       *harness.Env
 	cp        *harness.ControlPlane
 	ctrd      *harness.Containerd
+	sn        *harness.Snapshotter
 	agent     *harness.Agent
 	kube      kubernetes.Interface
 	busybox   string // image refs in the registry
@@ -39,7 +40,7 @@ func newCluster(t testing.TB, agentArgs ...string) *cluster {
 	t.Helper()
 	env := harness.New(t)
 	hc := env.StartCluster(harness.ClusterOptions{Agent: harness.AgentOptions{Args: agentArgs}})
-	return &cluster{env: env, cp: hc.ControlPlane, ctrd: hc.Containerd, agent: hc.Agent, kube: hc.Kube,
+	return &cluster{env: env, cp: hc.ControlPlane, ctrd: hc.Containerd, sn: hc.Snapshotter, agent: hc.Agent, kube: hc.Kube,
 		busybox: hc.Busybox, unikernel: hc.Unikernel}
 }
 

@@ -49,8 +49,11 @@ func newCRINode(t *testing.T) *criNode {
 		t.Fatal(err)
 	}
 	pause := reg.Host + "/feather/pause:test"
+	// The osv runtime's containers on Feather's snapshotter, as on a node
+	// configured as snapshotter/README.md says.
 	ctrd := env.StartContainerd(harness.ContainerdOptions{CRI: &harness.CRIOptions{
-		Runtimes: map[string]string{"osv": osvRuntime}, Network: network, SandboxImage: pause, RegistryConfigDir: hosts}})
+		Runtimes: map[string]string{"osv": osvRuntime}, Network: network, SandboxImage: pause, RegistryConfigDir: hosts},
+		Snapshotter: env.StartSnapshotter()})
 
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
@@ -127,7 +130,7 @@ func (n *criNode) crictl(ctx context.Context, t *testing.T, v any, args ...strin
 
 // TestCRI runs pods on a stock kubelet through containerd's CRI plugin with
 // RuntimeClass osv, as on a node that never saw the Feather agent: a
-// unikernel (logs, pod IP, crictl, clean teardown), a plain container
+// unikernel on Feather's snapshotter (logs, pod IP, crictl, clean teardown), a plain container
 // delegated to runc, an unknown handler and a VM that cannot boot.
 func TestCRI(t *testing.T) {
 	n := newCRINode(t)
@@ -191,10 +194,11 @@ func TestCRI(t *testing.T) {
 			Info struct {
 				RuntimeType string `json:"runtimeType"`
 				Pid         int    `json:"pid"`
+				Snapshotter string `json:"snapshotter"`
 			} `json:"info"`
 		}
 		n.crictl(ctx, t, &inspect, "inspect", id)
-		if inspect.Status.State != "CONTAINER_RUNNING" || inspect.Info.RuntimeType != osvRuntime || inspect.Info.Pid == 0 {
+		if inspect.Status.State != "CONTAINER_RUNNING" || inspect.Info.RuntimeType != osvRuntime || inspect.Info.Pid == 0 || inspect.Info.Snapshotter != harness.SnapshotterName {
 			t.Errorf("crictl inspect: %+v", inspect)
 		} else if exe, _ := os.Readlink(fmt.Sprintf("/proc/%d/exe", inspect.Info.Pid)); filepath.Base(exe) != "qemu-system-x86_64" {
 			t.Errorf("the container's pid %d is %s, not QEMU", inspect.Info.Pid, exe)

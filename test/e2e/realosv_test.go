@@ -357,6 +357,8 @@ func TestRealOSvPods(t *testing.T) {
 		!strings.Contains(out, "token") || strings.Contains(out, "..data") {
 		t.Errorf("kubectl logs config (a configMap at /config and the service-account token, by name):\n%s", out)
 	}
+	// Each ran on the feather snapshotter, from the instance disk it made.
+	c.onSnapshotter(ctx, t, 5)
 	for name, text := range map[string]string{"the agent's log": readString(t, c.agent.LogFile()),
 		"containerd's log": readString(t, filepath.Join(c.ctrd.Dir, "containerd.log")), "kubectl logs": logs("exit5")} {
 		if strings.Contains(text, secret) {

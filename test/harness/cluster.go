@@ -22,8 +22,11 @@ import (
 type Cluster struct {
 	ControlPlane *ControlPlane
 	Containerd   *Containerd
-	Registry     *Registry
-	Agent        *Agent
+	// Snapshotter is Feather's snapshotter, which containerd reaches as
+	// SnapshotterName and the agent uses for unikernel containers.
+	Snapshotter *Snapshotter
+	Registry    *Registry
+	Agent       *Agent
 	// DNS and KubeProxy run when ClusterOptions.Services is set, else nil.
 	DNS       *DNS
 	KubeProxy *KubeProxy
@@ -74,9 +77,10 @@ func (e *Env) StartCluster(opts ClusterOptions) *Cluster {
 	Prerequisite(e.t, err == nil, "qemu-system-x86_64 not found: run `make deps`")
 
 	cp := e.StartControlPlane()
-	ctrd := e.StartContainerd(ContainerdOptions{})
+	sn := e.StartSnapshotter()
+	ctrd := e.StartContainerd(ContainerdOptions{Snapshotter: sn})
 	reg := e.StartRegistry()
-	c := &Cluster{ControlPlane: cp, Containerd: ctrd, Registry: reg, Kube: kubernetes.NewForConfigOrDie(cp.Admin),
+	c := &Cluster{ControlPlane: cp, Containerd: ctrd, Snapshotter: sn, Registry: reg, Kube: kubernetes.NewForConfigOrDie(cp.Admin),
 		Busybox: reg.Host + "/feather/busybox:test", Unikernel: reg.Host + "/feather/testguest-direct:test"}
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()

@@ -51,6 +51,10 @@ type ContainerdOptions struct {
 	HostPath string
 	// CRI, when set, enables containerd's CRI plugin, for a kubelet.
 	CRI *CRIOptions
+	// Snapshotter, when set, is Feather's snapshotter (Env.StartSnapshotter),
+	// which containerd then reaches as SnapshotterName; CRI's runtimes of
+	// type io.containerd.osv.v1 use it.
+	Snapshotter *Snapshotter
 }
 
 // The daemon's config: version 3 is containerd 2.x's. CRI (unless asked
@@ -121,11 +125,15 @@ func (c *Containerd) start(ctx context.Context, bin string, opts ContainerdOptio
 		return err
 	}
 	var cfg strings.Builder
-	criConfig, err := opts.CRI.config(c.Dir)
+	vmSnapshotter, extra := "", opts.Config
+	if opts.Snapshotter != nil {
+		vmSnapshotter, extra = SnapshotterName, opts.Snapshotter.containerdConfig()+extra
+	}
+	criConfig, err := opts.CRI.config(c.Dir, vmSnapshotter)
 	if err != nil {
 		return err
 	}
-	if err := containerdConfig.Execute(&cfg, struct{ Dir, CRI, Extra string }{c.Dir, criConfig, opts.Config}); err != nil {
+	if err := containerdConfig.Execute(&cfg, struct{ Dir, CRI, Extra string }{c.Dir, criConfig, extra}); err != nil {
 		return err
 	}
 	if err := os.WriteFile(c.Config, []byte(cfg.String()), 0o600); err != nil {

@@ -50,6 +50,9 @@ var criConfig = template.Must(template.New("cri").Parse(`
 {{- range $name, $type := .Runtimes}}
     [plugins.'io.containerd.cri.v1.runtime'.containerd.runtimes.{{$name}}]
       runtime_type = "{{$type}}"
+{{- if and $.VMSnapshotter (eq $type "io.containerd.osv.v1")}}
+      snapshotter = "{{$.VMSnapshotter}}"
+{{- end}}
 {{- end}}
   [plugins.'io.containerd.cri.v1.runtime'.cni]
     bin_dirs = ["{{.BinDir}}"]
@@ -61,8 +64,9 @@ var criConfig = template.Must(template.New("cri").Parse(`
   stream_server_port = "0"
 `))
 
-// config renders the CRI plugin's tables, "" when o is nil.
-func (o *CRIOptions) config(dir string) (string, error) {
+// config renders the CRI plugin's tables, "" when o is nil. Runtimes of
+// type io.containerd.osv.v1 use snapshotter vmSnapshotter, unless "".
+func (o *CRIOptions) config(dir, vmSnapshotter string) (string, error) {
 	if o == nil {
 		return "", nil
 	}
@@ -73,9 +77,9 @@ func (o *CRIOptions) config(dir string) (string, error) {
 	maps.Copy(runtimes, o.Runtimes)
 	var b strings.Builder
 	err := criConfig.Execute(&b, struct {
-		SandboxImage, RegistryConfigDir, BinDir, ConfDir string
-		Runtimes                                         map[string]string
-	}{o.SandboxImage, o.RegistryConfigDir, CNIBinDir, o.Network.ConfDir, runtimes})
+		SandboxImage, RegistryConfigDir, BinDir, ConfDir, VMSnapshotter string
+		Runtimes                                                        map[string]string
+	}{o.SandboxImage, o.RegistryConfigDir, CNIBinDir, o.Network.ConfDir, vmSnapshotter, runtimes})
 	return b.String(), err
 }
 

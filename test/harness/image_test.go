@@ -96,3 +96,85 @@ func TestWriteBusyboxImage(t *testing.T) {
 		}
 	}
 }
+
+// TestWriteAgnhostImage checks what the e2e suite relies on in agnhost's
+// image: upstream's entrypoint and command, /agnhost and /agnhost-2, a shell,
+// and the user and group upstream's Dockerfile adds.
+func TestWriteAgnhostImage(t *testing.T) {
+	if _, err := os.Stat(busyboxPath); err != nil {
+		Prerequisite(t, false, "busybox-static not installed: run `make deps`")
+	}
+	p := filepath.Join(t.TempDir(), "agnhost.tar")
+	if err := WriteAgnhostImage(p, "docker.io/feather/agnhost:test", []byte("#!agnhost")); err != nil {
+		t.Fatal(err)
+	}
+	files := tarFiles(t, mustRead(t, p))
+	var index ocispec.Index
+	if err := json.Unmarshal(files["index.json"].data, &index); err != nil {
+		t.Fatal(err)
+	}
+	var m ocispec.Manifest
+	if err := json.Unmarshal(files["blobs/sha256/"+index.Manifests[0].Digest.Encoded()].data, &m); err != nil {
+		t.Fatal(err)
+	}
+	var cfg ocispec.Image
+	if err := json.Unmarshal(files["blobs/sha256/"+m.Config.Digest.Encoded()].data, &cfg); err != nil {
+		t.Fatal(err)
+	}
+	if got := cfg.Config.Entrypoint; len(got) != 1 || got[0] != "/agnhost" {
+		t.Errorf("entrypoint = %q, want [/agnhost]", got)
+	}
+	if got := cfg.Config.Cmd; len(got) != 1 || got[0] != "pause" {
+		t.Errorf("cmd = %q, want [pause]", got)
+	}
+	layer := tarFiles(t, files["blobs/sha256/"+m.Layers[0].Digest.Encoded()].data)
+	if f := layer["agnhost"]; f == nil || string(f.data) != "#!agnhost" || f.hdr.Mode&0o111 == 0 {
+		t.Errorf("agnhost missing, wrong or not executable: %+v", f)
+	}
+	if f := layer["agnhost-2"]; f == nil || f.hdr.Typeflag != tar.TypeSymlink || f.hdr.Linkname != "agnhost" {
+		t.Errorf("agnhost-2 is not a link to agnhost: %+v", f)
+	}
+	if f := layer["bin/curl"]; f == nil || !bytes.HasPrefix(f.data, []byte("#!/bin/sh\n")) || f.hdr.Mode&0o111 == 0 {
+		t.Errorf("bin/curl missing or not an executable script: %+v", f)
+	}
+	if f := layer["bin/sh"]; f == nil || f.hdr.Linkname != "busybox" {
+		t.Errorf("bin/sh is not busybox: %+v", f)
+	}
+	if f := layer["etc/passwd"]; f == nil || !bytes.Contains(f.data, []byte("\nuser-defined-in-image:x:1000:")) || !bytes.HasPrefix(f.data, []byte("root:x:0:0:")) {
+		t.Errorf("etc/passwd lacks root or user-defined-in-image: %+v", f)
+	}
+	if f := layer["etc/group"]; f == nil || !bytes.Contains(f.data, []byte("\ngroup-defined-in-image:x:50000:user-defined-in-image\n")) {
+		t.Errorf("etc/group lacks group-defined-in-image: %+v", f)
+	}
+}
+
+type tarFile struct {
+	hdr  *tar.Header
+	data []byte
+}
+
+func tarFiles(t *testing.T, b []byte) map[string]*tarFile {
+	t.Helper()
+	out := map[string]*tarFile{}
+	tr := tar.NewReader(bytes.NewReader(b))
+	for {
+		h, err := tr.Next()
+		if err == io.EOF {
+			return out
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		data, _ := io.ReadAll(tr)
+		out[h.Name] = &tarFile{hdr: h, data: data}
+	}
+}
+
+func mustRead(t *testing.T, p string) []byte {
+	t.Helper()
+	b, err := os.ReadFile(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}

@@ -6,8 +6,9 @@
 #
 #   deps.sh        everything the tests need (make deps, make test)
 #   deps.sh up     only what make up's cluster runs (no kubelet, no crictl)
-#   deps.sh conformance  only the upstream e2e suite, _output/bin/e2e.test (make
-#                  conformance; big, so plain make deps does not build it)
+#   deps.sh conformance  only the upstream e2e suite, _output/bin/e2e.test, with
+#                  the ginkgo CLI and agnhost (make conformance; big, so plain
+#                  make deps does not build it)
 #
 # It is idempotent: a group of binaries is rebuilt only when its stamp file
 # _output/bin/.stamp-<group> does not hold the group's current key or one of
@@ -213,11 +214,15 @@ build_kubelet() {
 }
 
 # The upstream e2e suite is a test binary: go test -c of k8s.io/kubernetes/test/e2e,
-# pinned by test/tools/conformance/go.mod to the control plane's version.
+# pinned by test/tools/conformance/go.mod to the control plane's version; with it
+# the ginkgo CLI that runs it in parallel processes, and agnhost, the program of
+# the suite's agnhost image (static: CGO_ENABLED=0).
 build_conformance() {
 	(cd "$ROOT/test/tools/conformance" && "${gobuild_env[@]}" go test -c -trimpath \
 		-ldflags "-s -w -X k8s.io/component-base/version.gitVersion=$KUBE_VERSION -X k8s.io/component-base/version.gitMajor=$KUBE_MAJOR -X k8s.io/component-base/version.gitMinor=$KUBE_MINOR" \
-		-o "$T/e2e.test" k8s.io/kubernetes/test/e2e)
+		-o "$T/e2e.test" k8s.io/kubernetes/test/e2e &&
+		"${gobuild_env[@]}" go build -trimpath -ldflags "-s -w" -o "$T/" \
+			github.com/onsi/ginkgo/v2/ginkgo k8s.io/kubernetes/test/images/agnhost)
 }
 
 build_coredns() {
@@ -266,7 +271,7 @@ go_tools() {
 		die "test/tools/conformance pins k8s.io/kubernetes $cv but test/tools pins $KUBE_VERSION; fix: pin the same version in both go.mod files"
 	sum=$(cd "$ROOT/test/tools/conformance" && cat go.mod go.sum | sha256sum | cut -d' ' -f1)
 	group conformance "recipe=$RECIPE conformance=$sum go=$GOVERSION" "Kubernetes $KUBE_VERSION e2e suite" \
-		"$fixnet; if the error is in test/tools/conformance, run (cd test/tools/conformance && go mod tidy)" e2e.test -- build_conformance
+		"$fixnet; if the error is in test/tools/conformance, run (cd test/tools/conformance && go mod tidy)" e2e.test ginkgo agnhost -- build_conformance
 
 	local dns
 	dns=$(cd "$ROOT/test/tools/coredns" && GOFLAGS=-mod=readonly GOWORK=off go list -m -f '{{.Version}}' github.com/coredns/coredns) ||

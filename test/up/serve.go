@@ -31,7 +31,7 @@ const agentNamespace = "feather"
 // pods (so that the agent tears down their containers, network namespaces
 // and volumes) and closes the harness Env, which stops every component and
 // sweeps whatever is left. It returns the exit code: 1 if stopping found a
-// leak. A failure on the way up exits 1 through runner.Fatalf.
+// leak. A failure on the way up exits 1 through harness.Program.Fatalf.
 func serve(st State) int {
 	start := time.Now()
 	logf := func(format string, args ...any) {
@@ -40,7 +40,7 @@ func serve(st State) int {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
 	signal.Ignore(syscall.SIGHUP)
-	r := &runner{logf: logf, exit: os.Exit, fail: func(msg string) { _ = st.write(errorFile, msg+"\n") }}
+	r := &harness.Program{Logf: logf, Exit: os.Exit, Fail: func(msg string) { _ = st.write(errorFile, msg+"\n") }}
 
 	// The harness's steps cannot be interrupted: a signal that comes while
 	// one runs is acted on when it returns.
@@ -48,11 +48,11 @@ func serve(st State) int {
 	if err := st.write(envFile, env.Dir); err != nil {
 		r.Fatalf("state: %v", err)
 	}
-	logf("starting the control plane, containerd, a registry and the agent in %s", env.Dir)
+	logf("starting the control plane, Feather's snapshotter, containerd, a registry and the agent in %s", env.Dir)
 	c := env.StartCluster(harness.ClusterOptions{Services: true, Metrics: true, Agent: harness.AgentOptions{Name: NodeName,
 		// A long-lived cluster: the harness's debug level logs every sync.
 		Args: []string{"--log-level", "info"}}})
-	logf("node %s is Ready at %s; kube-proxy, CoreDNS (Service kube-system/kube-dns, %s) and metrics-server (kubectl top) run; RuntimeClass osv created; images pushed to the registry at %s",
+	logf("node %s is Ready at %s (unikernels on the feather snapshotter); kube-proxy, CoreDNS (Service kube-system/kube-dns, %s) and metrics-server (kubectl top) run; RuntimeClass osv created; images pushed to the registry at %s",
 		NodeName, c.Agent.Address.IP, harness.ClusterDNSIP, c.Registry.Host)
 	kubeconfig, err := os.ReadFile(c.ControlPlane.AdminKubeconfig)
 	if err == nil {
@@ -82,8 +82,8 @@ func serve(st State) int {
 	if err := drain(c, logf); err != nil {
 		r.Errorf("%v", err)
 	}
-	logf("stopping the agent, the registry, containerd and the control plane")
-	errs := r.finish()
+	logf("stopping the agent, the registry, containerd, the snapshotter and the control plane")
+	errs := r.Finish()
 	result := "ok"
 	if errs != "" {
 		result = errs

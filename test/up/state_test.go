@@ -5,8 +5,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
-	"slices"
 	"strconv"
 	"testing"
 )
@@ -84,42 +82,6 @@ func TestStatus(t *testing.T) {
 }
 
 func ptr[T any](v T) *T { return &v }
-
-// TestRunnerFatalf checks that the program's harness.T runs the cleanups,
-// last first, records the failure and exits 1 without returning.
-func TestRunnerFatalf(t *testing.T) {
-	var order []string
-	var failed string
-	code := -1
-	r := &runner{
-		logf: func(string, ...any) {},
-		fail: func(msg string) { failed = msg },
-		exit: func(c int) { code = c; runtime.Goexit() },
-	}
-	r.Cleanup(func() { order = append(order, "first") })
-	r.Cleanup(func() {
-		order = append(order, "second")
-		r.Errorf("leaked process %d", 42)
-	})
-	done := make(chan bool)
-	go func() {
-		defer close(done)
-		r.Fatalf("start %s: %v", "etcd", "boom")
-		done <- true // not reached: Fatalf does not return
-	}()
-	if returned := <-done; returned {
-		t.Fatal("Fatalf returned")
-	}
-	if code != 1 || failed != "start etcd: boom" || !slices.Equal(order, []string{"second", "first"}) {
-		t.Errorf("exit code %d, failure %q, cleanups %v", code, failed, order)
-	}
-	if errs := r.finish(); errs != "leaked process 42" {
-		t.Errorf("finish after Fatalf = %q (cleanups must run once)", errs)
-	}
-	if len(order) != 2 {
-		t.Errorf("cleanups ran again: %v", order)
-	}
-}
 
 // TestLogTail checks that complete lines are copied once, and a partial
 // line only at the end.

@@ -2,8 +2,8 @@
 // docs/interop/qcow2.txt) without QEMU's tools: L1 table → L2 tables → data
 // clusters, each plain or deflate-compressed, and, for a cluster the image
 // does not hold, its backing file's bytes. That is all a read needs;
-// snapshots, refcounts and dirty bitmaps are never consulted, and nothing is
-// ever written.
+// snapshots, refcounts and dirty bitmaps are never consulted. The one thing
+// it writes is an empty overlay over a backing file (CreateOverlay).
 package qcow2
 
 import (

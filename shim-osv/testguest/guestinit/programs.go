@@ -2,6 +2,7 @@ package guestinit
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -39,6 +40,7 @@ var Programs = map[string]Program{
 	"nproc":   nproc,
 	"burn":    burn,
 	"alloc":   alloc,
+	"fill":    fill,
 }
 
 // ProgramNames lists Programs sorted.
@@ -176,6 +178,59 @@ func alloc(args []string, out io.Writer) int {
 	fmt.Fprintf(out, "allocated %d MiB\n", mib)
 	time.Sleep(hold)
 	runtime.KeepAlive(buf)
+	return 0
+}
+
+// fill writes MIB mebibytes of the byte 'f' at the end of DEVICE (the
+// boot disk /dev/vda, whose boot partition lies at its start, or a file),
+// syncs them, prints "wrote MIB MiB to DEVICE" — a VM's disk writes — and
+// then runs SECONDS more (until killed with a negative SECONDS).
+func fill(args []string, out io.Writer) int {
+	if len(args) < 3 || len(args) > 4 {
+		fmt.Fprintln(out, "usage: /fill DEVICE MIB [SECONDS]")
+		return 2
+	}
+	mib, err := strconv.Atoi(args[2])
+	if err != nil || mib < 0 {
+		fmt.Fprintf(out, "fill: invalid size %q\n", args[2])
+		return 2
+	}
+	var hold time.Duration
+	if len(args) == 4 {
+		s, err := strconv.ParseFloat(args[3], 64)
+		if err != nil {
+			fmt.Fprintf(out, "fill: invalid time %q\n", args[3])
+			return 2
+		}
+		hold = time.Duration(s * float64(time.Second))
+		if s < 0 {
+			hold = time.Duration(1<<63 - 1)
+		}
+	}
+	f, err := os.OpenFile(args[1], os.O_WRONLY, 0)
+	if err != nil {
+		fmt.Fprintf(out, "fill: %v\n", err)
+		return 1
+	}
+	defer f.Close()
+	size, err := f.Seek(0, io.SeekEnd)
+	if err != nil || size < int64(mib)<<20 {
+		fmt.Fprintf(out, "fill: %s has %d bytes, fewer than %d MiB (%v)\n", args[1], size, mib, err)
+		return 1
+	}
+	chunk := bytes.Repeat([]byte{'f'}, 1<<20)
+	for i := range int64(mib) {
+		if _, err := f.WriteAt(chunk, size-int64(mib)<<20+i<<20); err != nil {
+			fmt.Fprintf(out, "fill: %v\n", err)
+			return 1
+		}
+	}
+	if err := f.Sync(); err != nil {
+		fmt.Fprintf(out, "fill: %v\n", err)
+		return 1
+	}
+	fmt.Fprintf(out, "wrote %d MiB to %s\n", mib, args[1])
+	time.Sleep(hold)
 	return 0
 }
 

@@ -26,6 +26,10 @@ func TestPrograms(t *testing.T) {
 		}
 	}
 	setFixture(t, &procMeminfo, "meminfo")
+	disk := filepath.Join(dir, "disk")
+	if err := os.WriteFile(disk, bytes.Repeat([]byte{'d'}, 3<<20), 0o644); err != nil {
+		t.Fatal(err)
+	}
 	t.Chdir(dir)
 	for _, tc := range []struct {
 		name     string
@@ -36,8 +40,8 @@ func TestPrograms(t *testing.T) {
 		{"hello", []string{"/hello"}, "hello from feather guest\n", 0},
 		{"cat", []string{"/cat", "a", "b"}, "ay\nbee\n", 0},
 		{"cat missing", []string{"/cat", "a", "nope"}, "ay\ncat: open nope: no such file or directory\n", 1},
-		{"ls", []string{"/ls", dir}, "a\nb\nc\n", 0},
-		{"ls cwd", []string{"/ls"}, "a\nb\nc\n", 0},
+		{"ls", []string{"/ls", dir}, "a\nb\nc\ndisk\n", 0},
+		{"ls cwd", []string{"/ls"}, "a\nb\nc\ndisk\n", 0},
 		{"ls missing", []string{"/ls", "nope"}, "ls: open nope: no such file or directory\n", 1},
 		{"exit", []string{"/exit", "7"}, "", 7},
 		{"exit 0", []string{"/exit", "0"}, "", 0},
@@ -52,6 +56,11 @@ func TestPrograms(t *testing.T) {
 		{"alloc", []string{"/alloc", "2", "0"}, "allocated 2 MiB\n", 0},
 		{"alloc invalid", []string{"/alloc", "lots"}, "alloc: invalid size \"lots\"\n", 2},
 		{"alloc usage", []string{"/alloc"}, "usage: /alloc MIB [SECONDS]\n", 2},
+		{"fill", []string{"/fill", "disk", "2"}, "wrote 2 MiB to disk\n", 0},
+		{"fill more than the disk", []string{"/fill", "disk", "4"}, "fill: disk has 3145728 bytes, fewer than 4 MiB (<nil>)\n", 1},
+		{"fill and hold", []string{"/fill", "disk", "2", "0.01"}, "wrote 2 MiB to disk\n", 0},
+		{"fill invalid time", []string{"/fill", "disk", "2", "soon"}, "fill: invalid time \"soon\"\n", 2},
+		{"fill usage", []string{"/fill", "disk"}, "usage: /fill DEVICE MIB [SECONDS]\n", 2},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			var out bytes.Buffer
@@ -60,6 +69,13 @@ func TestPrograms(t *testing.T) {
 				t.Errorf("%v: output %q, code %d; want %q, %d", tc.args, out.String(), code, tc.want, tc.wantCode)
 			}
 		})
+	}
+	b, err := os.ReadFile(disk)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := append(bytes.Repeat([]byte{'d'}, 1<<20), bytes.Repeat([]byte{'f'}, 2<<20)...); !bytes.Equal(b, want) {
+		t.Errorf("/fill disk 2 did not write the last 2 MiB of the disk, and only them")
 	}
 }
 
