@@ -174,6 +174,9 @@ serializeImagePulls: false
 // Log returns the last n lines of the kubelet's log.
 func (k *Kubelet) Log(n int) string { return k.proc.Tail(n) }
 
+// Pid is the kubelet's process ID.
+func (k *Kubelet) Pid() int { return k.proc.Pid() }
+
 // drainTimeout bounds how long stop waits for the kubelet to tear its pods
 // down.
 const drainTimeout = 2 * time.Minute
