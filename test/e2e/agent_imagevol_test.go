@@ -1,58 +1,21 @@
 package e2e
 
 import (
-	"archive/tar"
-	"bytes"
 	"context"
 	"fmt"
 	"path/filepath"
-	"runtime"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/containerd/containerd/v2/core/snapshots"
 	"github.com/containerd/containerd/v2/pkg/namespaces"
-	"github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 	corev1 "k8s.io/api/core/v1"
 
 	"github.com/feather-edge/feather/kubelet/pods"
-	"github.com/feather-edge/feather/ocilayout"
+	"github.com/feather-edge/feather/test/harness"
 )
-
-// writeFilesImage writes an OCI image layout tarball to path holding files
-// (path → content; parent directories made) in one layer, named ref: the
-// stand-in of the conformance spec's kitten image (data.json naming
-// kitten.jpg, an /etc/os-release), which needs Alpine to build.
-func writeFilesImage(path, ref string, files map[string]string) error {
-	var layer bytes.Buffer
-	tw := tar.NewWriter(&layer)
-	dirs := map[string]bool{}
-	for name, content := range files {
-		for d := filepath.Dir(name); d != "." && !dirs[d]; d = filepath.Dir(d) {
-			dirs[d] = true
-			if err := tw.WriteHeader(&tar.Header{Typeflag: tar.TypeDir, Name: d + "/", Mode: 0o755, ModTime: ocilayout.Epoch}); err != nil {
-				return err
-			}
-		}
-		if err := tw.WriteHeader(&tar.Header{Typeflag: tar.TypeReg, Name: name, Mode: 0o644, Size: int64(len(content)), ModTime: ocilayout.Epoch}); err != nil {
-			return err
-		}
-		if _, err := tw.Write([]byte(content)); err != nil {
-			return err
-		}
-	}
-	if err := tw.Close(); err != nil {
-		return err
-	}
-	config := ocispec.Image{
-		Created:  &ocilayout.Epoch,
-		Platform: ocispec.Platform{OS: "linux", Architecture: runtime.GOARCH},
-		RootFS:   ocispec.RootFS{Type: "layers", DiffIDs: []digest.Digest{digest.FromBytes(layer.Bytes())}},
-	}
-	return ocilayout.WriteFile(path, ref, config, [][]byte{layer.Bytes()})
-}
 
 // TestAgentImageVolume follows the conformance spec "[sig-node] ImageVolume
 // should succeed with pod and pull policy of Always": an image volume is
@@ -68,10 +31,12 @@ func TestAgentImageVolume(t *testing.T) {
 	host, _, _ := strings.Cut(c.busybox, "/")
 	ref := host + "/feather/kitten:test"
 	tarball := filepath.Join(t.TempDir(), "kitten.oci.tar")
-	if err := writeFilesImage(tarball, "docker.io/feather/kitten:test", map[string]string{
-		"data.json":      `{"image":"kitten.jpg"}` + "\n",
-		"etc/os-release": "NAME=\"Alpine Linux\"\n",
-	}); err != nil {
+	// The stand-in of the conformance spec's kitten image (data.json naming
+	// kitten.jpg, an /etc/os-release), which needs Alpine to build.
+	if err := harness.WriteImage(tarball, "docker.io/feather/kitten:test", ocispec.ImageConfig{}, []string{"etc/"}, []harness.File{
+		{Name: "data.json", Mode: 0o644, Data: []byte(`{"image":"kitten.jpg"}` + "\n")},
+		{Name: "etc/os-release", Mode: 0o644, Data: []byte("NAME=\"Alpine Linux\"\n")},
+	}, nil); err != nil {
 		t.Fatal(err)
 	}
 	if err := c.ctrd.Push(ctx, tarball, "docker.io/feather/kitten:test", ref); err != nil {

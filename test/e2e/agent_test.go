@@ -3,6 +3,8 @@ package e2e
 import (
 	"context"
 	"fmt"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -163,7 +165,7 @@ func TestAgentDeployments(t *testing.T) {
 }
 
 // deleteAll deletes every Deployment and pod in default and waits until the
-// agent has removed all their containers.
+// agent has removed all their containers, their state and network namespaces.
 func deleteAll(ctx context.Context, t testing.TB, c *cluster) {
 	t.Helper()
 	bg := metav1.DeletePropagationBackground
@@ -180,5 +182,30 @@ func deleteAll(ctx context.Context, t testing.TB, c *cluster) {
 		}
 		return len(l.Items) == 0 && len(c.containers(ctx, t)) == 0, nil
 	})
-	_ = fmt.Sprint
+	if c.agent != nil {
+		waitPodsCleaned(t, c)
+	}
+}
+
+// waitPodsCleaned waits until the agent has removed every pod's state
+// (volumes, hosts and hostname files, termination logs) and network
+// namespace: a pod that ended is gone from the API as soon as it is deleted,
+// while the agent may still be tearing it down.
+func waitPodsCleaned(t testing.TB, c *cluster) {
+	t.Helper()
+	var left string
+	waitFor(t, "the agent to remove the deleted pods' state and network namespaces", time.Minute, func(context.Context) (bool, error) {
+		var names []string
+		for _, d := range []string{filepath.Join(c.agent.Dir, "state", "pods"), filepath.Join(c.agent.Dir, "run", "netns")} {
+			es, err := os.ReadDir(d)
+			if err != nil && !os.IsNotExist(err) {
+				return false, err
+			}
+			for _, e := range es {
+				names = append(names, filepath.Join(d, e.Name()))
+			}
+		}
+		left = strings.Join(names, " ")
+		return len(names) == 0, nil
+	}, &left)
 }

@@ -10,8 +10,6 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
-
-	"github.com/feather-edge/feather/test/harness"
 )
 
 // BenchmarkAgentProbes prints what probing costs the agent: its CPU time over
@@ -19,10 +17,7 @@ import (
 // HTTP, without probes and then with an httpGet readiness probe and an exec
 // liveness probe every 10 s, in the same run on the same node.
 func BenchmarkAgentProbes(b *testing.B) {
-	env := harness.New(b)
-	hc := env.StartCluster(harness.ClusterOptions{Agent: harness.AgentOptions{Args: []string{"--log-level", "info"}}})
-	c := &cluster{env: env, cp: hc.ControlPlane, ctrd: hc.Containerd, agent: hc.Agent, kube: hc.Kube,
-		busybox: hc.Busybox, unikernel: hc.Unikernel}
+	c := newCluster(b, "--log-level", "info")
 	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Minute)
 	defer cancel()
 	pid := c.agent.Pid()

@@ -32,6 +32,17 @@ import (
 // disk (see writeFillImage).
 const fillRef = "docker.io/feather/testguest-fill:test"
 
+// pushFillImage pushes the test guest with a 160 MiB empty disk (room for
+// /fill's 100 MiB) to the cluster's registry and returns its name there.
+func pushFillImage(ctx context.Context, t *testing.T, c *cluster) string {
+	t.Helper()
+	remote := strings.SplitN(c.busybox, "/", 2)[0] + "/feather/testguest-fill:test"
+	if err := c.ctrd.Push(ctx, writeFillImage(ctx, t, t.TempDir(), 160), fillRef, remote); err != nil {
+		t.Fatal(err)
+	}
+	return remote
+}
+
 // writeFillImage writes into dir an image of the test guest (direct boot:
 // its kernel and initramfs) whose disk is an empty qcow2 of diskMiB MiB —
 // room for the guest's /fill — and returns the tarball's path.
@@ -113,10 +124,7 @@ func TestSnapshotterVMDisk(t *testing.T) {
 	c := newCluster(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 6*time.Minute)
 	t.Cleanup(func() { deleteAll(ctx, t, c); cancel() })
-	remote := strings.SplitN(c.busybox, "/", 2)[0] + "/feather/testguest-fill:test"
-	if err := c.ctrd.Push(ctx, writeFillImage(ctx, t, t.TempDir(), 160), fillRef, remote); err != nil {
-		t.Fatal(err)
-	}
+	remote := pushFillImage(ctx, t, c)
 	pod := newPod("uk-fill", corev1.RestartPolicyNever, corev1.Container{Name: "c", Image: remote, Args: []string{"/fill", "/dev/vda", "100"}})
 	pod.Spec.RuntimeClassName = ptrTo("osv")
 	c.create(ctx, t, pod)
@@ -292,10 +300,7 @@ func TestSnapshotterEphemeralStorage(t *testing.T) {
 	c := newCluster(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 6*time.Minute)
 	t.Cleanup(func() { deleteAll(ctx, t, c); cancel() })
-	remote := strings.SplitN(c.busybox, "/", 2)[0] + "/feather/testguest-fill:test"
-	if err := c.ctrd.Push(ctx, writeFillImage(ctx, t, t.TempDir(), 160), fillRef, remote); err != nil {
-		t.Fatal(err)
-	}
+	remote := pushFillImage(ctx, t, c)
 	limited := func(name, limit string) *corev1.Pod {
 		p := newPod(name, corev1.RestartPolicyAlways, corev1.Container{Name: "c", Image: remote, Args: []string{"/fill", "/dev/vda", "100", "-1"},
 			Resources: corev1.ResourceRequirements{Limits: corev1.ResourceList{corev1.ResourceEphemeralStorage: resource.MustParse(limit)}}})

@@ -102,28 +102,34 @@ func writeImage(path, ref string, cfg ocispec.ImageConfig, dirs []string, files 
 	if err != nil {
 		return fmt.Errorf("busybox --list: %w", err)
 	}
+	// A file of the image replaces an applet of its name.
+	given := map[string]bool{}
+	for _, f := range files {
+		given[f.Name] = true
+	}
+	var applets []Link
+	for _, applet := range strings.Fields(string(list)) {
+		if applet != "busybox" && !given["bin/"+applet] {
+			applets = append(applets, Link{Name: "bin/" + applet, Target: "busybox"})
+		}
+	}
+	return WriteImage(path, ref, cfg, append([]string{"bin/", "dev/", "etc/", "proc/", "sys/", "tmp/"}, dirs...),
+		append([]File{{Name: "bin/busybox", Mode: 0o755, Data: bb}}, files...), append(applets, links...))
+}
+
+// WriteImage writes an OCI image layout tarball to path, named ref, with
+// config cfg and one layer: the directories dirs (each ending in "/"; tmp/
+// sticky and writable by all), then the files (a later file of the same name
+// replaces an earlier one), then the links.
+func WriteImage(path, ref string, cfg ocispec.ImageConfig, dirs []string, files []File, links []Link) error {
 	var layer bytes.Buffer
 	tw := tar.NewWriter(&layer)
-	for _, dir := range append([]string{"bin/", "dev/", "etc/", "proc/", "sys/", "tmp/"}, dirs...) {
+	for _, dir := range dirs {
 		mode := int64(0o755)
 		if dir == "tmp/" {
 			mode = 0o1777
 		}
 		if err := tw.WriteHeader(&tar.Header{Typeflag: tar.TypeDir, Name: dir, Mode: mode, ModTime: ocilayout.Epoch}); err != nil {
-			return err
-		}
-	}
-	if err := tw.WriteHeader(&tar.Header{Typeflag: tar.TypeReg, Name: "bin/busybox", Mode: 0o755, Size: int64(len(bb)), ModTime: ocilayout.Epoch}); err != nil {
-		return err
-	}
-	if _, err := tw.Write(bb); err != nil {
-		return err
-	}
-	for _, applet := range strings.Fields(string(list)) {
-		if applet == "busybox" {
-			continue
-		}
-		if err := tw.WriteHeader(&tar.Header{Typeflag: tar.TypeSymlink, Name: "bin/" + applet, Linkname: "busybox", ModTime: ocilayout.Epoch}); err != nil {
 			return err
 		}
 	}
