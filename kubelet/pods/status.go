@@ -105,6 +105,16 @@ func sidecarStarted(runs []instance, ps probeState, probed bool) bool {
 	return len(runs) > 0 && runs[0].Running && (!probed || ps.started)
 }
 
+// anyRunning reports whether a container of the pod runs.
+func (v *view) anyRunning() bool {
+	for _, in := range v.instances {
+		if in.Running {
+			return true
+		}
+	}
+	return false
+}
+
 // mainDone reports whether every main container of pod has ended for good
 // (none will be restarted): the pod is then Succeeded or Failed and its
 // sidecars are stopped.

@@ -169,6 +169,14 @@ func (w *worker) sync(ctx context.Context) (next time.Duration, done bool) {
 	}
 	next = w.reconcile(ctx, pod, insts)
 	insts, err = w.p.instances(ctx, w.uid, w.wake)
+	if v := (&view{pod: pod, instances: insts}); err == nil && w.failed == nil && v.mainDone() && v.anyRunning() {
+		// The main containers ended during that reconcile (a job that
+		// exits at once): the next stops what still runs, so that the
+		// pod's terminal status, the only one virtual-kubelet sends,
+		// has its sidecars terminated.
+		next = w.reconcile(ctx, pod, insts)
+		insts, err = w.p.instances(ctx, w.uid, w.wake)
+	}
 	if err == nil {
 		if w.failed == nil {
 			w.syncProbes(ctx, pod, insts)
