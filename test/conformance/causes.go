@@ -5,9 +5,9 @@ package conformance
 // feature, an image not buildable here, or not applicable to a virtual
 // kubelet, and why, in one line. Fix the feature, then delete its line.
 var causes = []struct{ spec, cause string }{
-	{"as environment variable names", "image: Debian 12's busybox 1.35 `sh` drops variables whose names are not shell identifiers (`data-1`, `1-data-1`) before `env` runs; the agent sets them (busybox `env` alone prints them); upstream's busybox 1.37 image keeps them"},
-	{"ConfigMap should be consumable via the environment", "image: as above, the spec's `envFrom` keys (`data-1`) are not shell identifiers and Debian's busybox 1.35 `sh` drops them"},
-	{"Secrets should be consumable via the environment", "image: as above, the spec's `envFrom` keys (`data-1`) are not shell identifiers and Debian's busybox 1.35 `sh` drops them"},
+	{"as environment variable names", "image: the busybox `sh` built here (Debian 12's busybox-static 1.35; Debian 13's 1.37 does the same, measured) drops variables whose names are not shell identifiers (`data-1`, `1-data-1`) before `env` runs; the agent passes them: TestAgentEnv/env-names runs busybox `env` without a shell and sees `data-1`, `p-1-data-2`"},
+	{"ConfigMap should be consumable via the environment", "image: as above, the spec's `envFrom` keys (`data-1`) are not shell identifiers and the busybox `sh` built here drops them; TestAgentEnv shows the agent passes them"},
+	{"Secrets should be consumable via the environment", "image: as above, the spec's `envFrom` keys (`data-1`) are not shell identifiers and the busybox `sh` built here drops them; TestAgentEnv shows the agent passes them"},
 	{"Pod InPlace Resize", "missing feature: in-place resize, `containerStatuses[].resources` not reported (being done: k13d)"},
 	{"ImageVolume", "missing feature: image volumes (being done: k13e)"},
 	{"Sysctls", "missing feature: pod sysctls (being done: k13a)"},

@@ -90,7 +90,15 @@ func TestAgentEnv(t *testing.T) {
 	long := strings.Repeat("x", 60) + "-long-pod-name"
 	longPod := newPod(long, corev1.RestartPolicyNever, corev1.Container{Name: "c", Image: c.busybox, Command: sh("hostname")})
 	longPod.Labels = map[string]string{"app": "long"} // a label value has at most 63 characters
-	c.create(ctx, t, uk, longPod)
+	// Keys that are not shell identifiers (upstream's ConfigMap and Secret
+	// env specs use them): the container gets them as they are; busybox's
+	// env applet prints them (its sh would drop them, so no sh here).
+	c.create(ctx, t, &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: "names"}, Data: map[string]string{"data-1": "value-1", "1-data-2": "value-2"}})
+	names := newPod("env-names", corev1.RestartPolicyNever, corev1.Container{Name: "c", Image: c.busybox, Command: []string{"env"},
+		EnvFrom: []corev1.EnvFromSource{
+			{ConfigMapRef: &corev1.ConfigMapEnvSource{LocalObjectReference: corev1.LocalObjectReference{Name: "names"}}},
+			{Prefix: "p-", ConfigMapRef: &corev1.ConfigMapEnvSource{LocalObjectReference: corev1.LocalObjectReference{Name: "names"}}}}})
+	c.create(ctx, t, uk, longPod, names)
 	c.create(ctx, t, newPod("env-missing", corev1.RestartPolicyNever, corev1.Container{Name: "c", Image: c.busybox, Command: sh("true"),
 		Env: []corev1.EnvVar{{Name: "X", ValueFrom: &corev1.EnvVarSource{ConfigMapKeyRef: &corev1.ConfigMapKeySelector{
 			LocalObjectReference: corev1.LocalObjectReference{Name: "cfg"}, Key: "nokey"}}}}}))
@@ -132,8 +140,16 @@ func TestAgentEnv(t *testing.T) {
 		}
 	}
 
+	c.waitPod(t, "env-names", time.Minute, phase(corev1.PodSucceeded))
+	out, _ := c.logs(ctx, "env-names", &corev1.PodLogOptions{})
+	for _, want := range []string{"data-1=value-1", "1-data-2=value-2", "p-data-1=value-1", "p-1-data-2=value-2"} {
+		if !strings.Contains("\n"+out, "\n"+want+"\n") {
+			t.Errorf("env-names: no %q in\n%s", want, out)
+		}
+	}
+
 	c.waitPod(t, long, time.Minute, phase(corev1.PodSucceeded))
-	out, _ := c.logs(ctx, long, &corev1.PodLogOptions{})
+	out, _ = c.logs(ctx, long, &corev1.PodLogOptions{})
 	if want := long[:63]; !strings.HasPrefix(out, want+"\n") {
 		t.Errorf("hostname of %s: %q, want %q", long, out, want)
 	}
