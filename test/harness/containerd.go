@@ -181,6 +181,9 @@ func (c *Containerd) Restart(ctx context.Context) error {
 // Client returns a client of this daemon; the harness closes it.
 func (c *Containerd) Client() *client.Client { return c.client }
 
+// LogFile is containerd's log (its shims' logs included), at debug level.
+func (c *Containerd) LogFile() string { return c.proc.Log }
+
 // Ctr runs the real ctr against this daemon (`ctr --address … ARGS…`) and
 // returns its standard output; the error carries its standard error (where
 // ctr writes its own messages and warnings).
