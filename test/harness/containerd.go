@@ -98,6 +98,10 @@ disabled_plugins = [
 {{.Extra}}
 `))
 
+// containerdDir is where StartContainerd keeps the daemon's config, root and
+// state.
+func (e *Env) containerdDir() string { return filepath.Join(e.Dir, "containerd") }
+
 // StartContainerd starts a containerd daemon and returns once it answers on
 // its socket. It fails t if it does not.
 func (e *Env) StartContainerd(opts ContainerdOptions) *Containerd {
@@ -108,7 +112,7 @@ func (e *Env) StartContainerd(opts ContainerdOptions) *Containerd {
 	_, err := exec.LookPath("runc")
 	Prerequisite(e.t, err == nil, "runc not found: run `make deps` (Debian package runc)")
 
-	c := &Containerd{Dir: filepath.Join(e.Dir, "containerd"), ctr: ctr, bin: bin, opts: opts}
+	c := &Containerd{Dir: e.containerdDir(), ctr: ctr, bin: bin, opts: opts}
 	c.Address = filepath.Join(c.Dir, "containerd.sock")
 	c.Config = filepath.Join(c.Dir, "config.toml")
 	e.onClose(c.stop)
