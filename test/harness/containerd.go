@@ -182,6 +182,9 @@ func (c *Containerd) Restart(ctx context.Context) error {
 	return c.start(ctx, c.bin, c.opts)
 }
 
+// Pid is the daemon's process ID (e.g. for its /proc/PID/io).
+func (c *Containerd) Pid() int { return c.proc.Pid() }
+
 // Client returns a client of this daemon; the harness closes it.
 func (c *Containerd) Client() *client.Client { return c.client }
 

@@ -83,6 +83,9 @@ func (s *Snapshotter) start(ctx context.Context, bin string) error {
 	})
 }
 
+// Pid is the snapshotter's process ID (e.g. for its /proc/PID/io).
+func (s *Snapshotter) Pid() int { return s.proc.Pid() }
+
 // Restart kills the snapshotter (SIGKILL, as a crash) and starts it again
 // on the same root.
 func (s *Snapshotter) Restart(ctx context.Context) error {
