@@ -16,10 +16,12 @@ import (
 	"github.com/containerd/errdefs"
 	"github.com/containerd/platforms"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+	"golang.org/x/sys/unix"
 
 	"github.com/feather-edge/feather/flint/containerd"
 	"github.com/feather-edge/feather/flint/image"
 	"github.com/feather-edge/feather/flint/pack"
+	"github.com/feather-edge/feather/internal/prereq"
 	"github.com/feather-edge/feather/test/harness"
 	"github.com/feather-edge/feather/vmimage"
 )
@@ -259,4 +261,89 @@ func TestDiskLayerPlainContainerd(t *testing.T) {
 		t.Errorf("flint import: %v, want ErrNotImplemented naming the media type and the feather snapshotter", err)
 	}
 	t.Logf("flint import: %v", err)
+}
+
+// TestSnapshotterDiskFull: the snapshotter's root is a 16 MiB tmpfs (so a
+// disk layer is copied, not linked, from containerd's content store) and an
+// image's 32 MiB disk fills it up during the unpack: the import fails
+// saying so, no active snapshot is left, the tmpfs's space is back, and an
+// image unpacked before is untouched.
+func TestSnapshotterDiskFull(t *testing.T) {
+	prereq.Root(t)
+	small := t.TempDir()
+	if err := unix.Mount("tmpfs", small, "tmpfs", 0, "size=16m"); err != nil {
+		t.Fatalf("mount a 16 MiB tmpfs: %v", err)
+	}
+	t.Cleanup(func() { unix.Unmount(small, unix.MNT_DETACH) })
+	env := harness.New(t)
+	sn := env.StartSnapshotterAt(filepath.Join(small, "root"))
+	ctrd := env.StartContainerd(harness.ContainerdOptions{Snapshotter: sn})
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	nsCtx := namespaces.WithNamespace(ctx, ns)
+
+	good := writeDiskImage(ctx, t, t.TempDir(), diskLayerRef, 1<<20)
+	if _, err := ctrd.Ctr(ctx, "-n", ns, "image", "import", "--snapshotter", harness.SnapshotterName, good); err != nil {
+		t.Fatal(err)
+	}
+	var st unix.Statfs_t
+	usedNow := func() int64 {
+		if err := unix.Statfs(small, &st); err != nil {
+			t.Fatal(err)
+		}
+		return int64(st.Blocks-st.Bfree) * st.Bsize
+	}
+	before := usedNow()
+
+	big := writeDiskImage(ctx, t, t.TempDir(), "docker.io/feather/dl-big:test", 32<<20)
+	_, err := ctrd.Ctr(ctx, "-n", ns, "image", "import", "--snapshotter", harness.SnapshotterName, big)
+	if err == nil || !strings.Contains(err.Error(), "no space left on device") {
+		t.Fatalf("import of a disk bigger than the snapshotter's file system: %v, want no space left on device", err)
+	}
+	t.Logf("import refused: %v", err)
+	if err := ctrd.Client().SnapshotService(harness.SnapshotterName).Walk(nsCtx, func(_ context.Context, i snapshots.Info) error {
+		if i.Kind != snapshots.KindCommitted {
+			t.Errorf("%s snapshot %s left behind", i.Kind, i.Name)
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if after := usedNow(); after > before+1<<20 {
+		t.Errorf("the tmpfs holds %d KiB more than before the failed unpack", (after-before)>>10)
+	}
+	img, err := ctrd.Client().GetImage(nsCtx, diskLayerRef)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ok, err := img.IsUnpacked(nsCtx, harness.SnapshotterName); !ok || err != nil {
+		t.Errorf("the image unpacked before is no longer: %v", err)
+	}
+}
+
+// writeDiskImage writes into dir an image named ref of one raw disk layer
+// (no kernel: disk boot) of size bytes, all of them written, and returns
+// the tarball's path.
+func writeDiskImage(ctx context.Context, t *testing.T, dir, ref string, size int) string {
+	t.Helper()
+	disk := filepath.Join(dir, "disk.raw")
+	b := make([]byte, size)
+	for i := range b {
+		b[i] = byte(i*7 + i>>12 + 1)
+	}
+	b[510], b[511] = 0x55, 0xaa
+	if err := os.WriteFile(disk, b, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	p, err := pack.Pack(ctx, pack.Options{Disk: disk, Cmd: "/hello", DiskLayer: pack.DiskLayerRaw, TempDir: dir})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close()
+	p.Name = ref
+	tarball := filepath.Join(dir, "disk.oci.tar")
+	if err := image.WriteTarFile(ctx, tarball, p.Image); err != nil {
+		t.Fatal(err)
+	}
+	return tarball
 }

@@ -41,9 +41,19 @@ type Snapshotter struct {
 // (fails it under FEATHER_E2E=required) when it is not built.
 func (e *Env) StartSnapshotter() *Snapshotter {
 	e.t.Helper()
+	return e.StartSnapshotterAt("")
+}
+
+// StartSnapshotterAt is StartSnapshotter with the snapshotter's state under
+// root (e.g. a small file system of the test's), its own folder when "".
+func (e *Env) StartSnapshotterAt(root string) *Snapshotter {
+	e.t.Helper()
 	bin := RequiresBin(e.t, "feather-snapshotter")
 	s := &Snapshotter{Dir: filepath.Join(e.Dir, "snapshotter")}
 	s.Root, s.Address = filepath.Join(s.Dir, "root"), filepath.Join(s.Dir, "snapshotter.sock")
+	if root != "" {
+		s.Root = root
+	}
 	s.ContentRoot = filepath.Join(e.containerdDir(), "root", "io.containerd.content.v1.content")
 	if err := os.MkdirAll(s.Dir, 0o700); err != nil {
 		e.t.Fatalf("harness: snapshotter: %v", err)
