@@ -12,8 +12,8 @@ import (
 
 	"github.com/containerd/errdefs"
 	"github.com/opencontainers/go-digest"
-	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 	"github.com/opencontainers/image-spec/schema"
+	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 
 	"github.com/feather-edge/feather/flint/image"
 	"github.com/feather-edge/feather/flint/inspect"
