@@ -79,3 +79,64 @@ func CleanPath(name string) (string, error) {
 	}
 	return path.Clean(name), nil
 }
+
+// Media types of a disk layer: a layer whose blob is the boot disk's bytes
+// (raw or qcow2), not a tar of it, so that the feather snapshotter's differ
+// can link the blob from containerd's content store into the snapshot at
+// DiskPath instead of extracting a copy (see snapshotter/README.md). Its
+// diff ID is the blob's digest. They start with containerd's layer prefix
+// ("application/vnd.oci.image.layer."), as containerd's unpacker only
+// hands such descriptors (and EROFS ones) to a differ; any other differ
+// refuses them as a media type it has no processor for.
+const (
+	MediaTypeDiskLayerRaw   = "application/vnd.oci.image.layer.v1.feather.disk.raw"
+	MediaTypeDiskLayerQCOW2 = "application/vnd.oci.image.layer.v1.feather.disk.qcow2"
+)
+
+// DiskLayerFormat returns the disk format (FormatRaw or FormatQCOW2) that a
+// disk layer of mediaType holds, and whether mediaType is a disk layer's.
+func DiskLayerFormat(mediaType string) (string, bool) {
+	switch mediaType {
+	case MediaTypeDiskLayerRaw:
+		return FormatRaw, true
+	case MediaTypeDiskLayerQCOW2:
+		return FormatQCOW2, true
+	}
+	return "", false
+}
+
+// DiskLayerMediaType returns the media type of a disk layer holding a disk
+// of format (FormatRaw or FormatQCOW2), "" for another format.
+func DiskLayerMediaType(format string) string {
+	switch format {
+	case FormatRaw:
+		return MediaTypeDiskLayerRaw
+	case FormatQCOW2:
+		return MediaTypeDiskLayerQCOW2
+	}
+	return ""
+}
+
+// ExplainUnpack returns err, containerd's error unpacking an image whose
+// layers are of the given media types, with what to do in front when it
+// says that no differ takes the image's disk layer (the image was unpacked
+// without the feather snapshotter and its differ): an ErrNotImplemented
+// error naming the media type and the feather snapshotter. Any other error
+// (a damaged blob, say) is returned as it is.
+func ExplainUnpack(mediaTypes []string, err error) error {
+	if err == nil {
+		return nil
+	}
+	msg := err.Error()
+	if !strings.Contains(msg, "no processor for media-type") && !errdefs.IsNotImplemented(err) {
+		return err
+	}
+	for _, mt := range mediaTypes {
+		if _, ok := DiskLayerFormat(mt); ok {
+			return fmt.Errorf("the image's disk is a layer of media type %s (the disk's bytes, not a tar), which only the feather snapshotter's differ unpacks: "+
+				"unpack it with --snapshotter feather on a containerd configured for feather-snapshotter's snapshot and diff plugins (snapshotter/README.md), "+
+				"or pack the image again with flint pack --disk-layer=tar: %w (containerd: %w)", mt, errdefs.ErrNotImplemented, err)
+		}
+	}
+	return err
+}

@@ -14,7 +14,11 @@
 //	feather/kernel   optional kernel for direct boot (-kernel … -append …)
 //	feather/initrd   optional initial ramdisk for that kernel
 //
-// and, in a container's root filesystem prepared by Feather's snapshotter,
+// The disk's layer is a tar layer of feather/disk, or a disk layer
+// (MediaTypeDiskLayerRaw, MediaTypeDiskLayerQCOW2): the disk's bytes, which
+// Feather's snapshotter links into place at feather/disk without a copy.
+//
+// And, in a container's root filesystem prepared by Feather's snapshotter,
 //
 //	feather/instance.qcow2  the container's own disk: a qcow2 overlay
 //	                        backed by feather/disk, which the shim boots

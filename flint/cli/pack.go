@@ -31,11 +31,13 @@ type packFlags struct {
 	annotations []string
 	platform    string
 	compression string
+	diskLayer   string
 	output      string
 	push        bool
 	doImport    bool
 	address     string
 	namespace   string
+	snapshotter string
 	tempDir     string
 }
 
@@ -50,12 +52,14 @@ func (f *packFlags) add(c *cobra.Command) {
 	fl.StringArrayVarP(&f.labels, "label", "l", nil, "image config label KEY=VALUE (repeatable)")
 	fl.StringArrayVar(&f.annotations, "annotation", nil, "manifest annotation KEY=VALUE (repeatable)")
 	fl.StringVar(&f.platform, "platform", "linux/amd64", "the image's platform: the guest's architecture")
-	fl.StringVar(&f.compression, "compression", pack.CompressionGzip, "layer compression: gzip or none")
+	fl.StringVar(&f.compression, "compression", pack.CompressionGzip, "tar layer compression: gzip or none")
+	fl.StringVar(&f.diskLayer, "disk-layer", pack.DiskLayerTar, "how the disk is stored: tar (runs on any containerd) or raw/qcow2, the disk's format (stored once, needs the feather snapshotter; see below)")
 	fl.StringVarP(&f.output, "output", "o", "", "write an OCI image layout tarball (ctr image import reads it) to this file")
 	fl.BoolVar(&f.push, "push", false, "push the image to the registry its name (--tag) names")
 	fl.BoolVar(&f.doImport, "import", false, "import the image into containerd (--address, --namespace) and unpack it")
 	fl.StringVar(&f.address, "address", "/run/containerd/containerd.sock", "containerd's socket, for --import")
 	fl.StringVarP(&f.namespace, "namespace", "n", containerd.DefaultNamespace, "containerd namespace, for --import")
+	fl.StringVar(&f.snapshotter, "snapshotter", "", "containerd snapshotter to unpack for, for --import (default: containerd's; feather for --disk-layer=raw|qcow2)")
 	fl.StringVar(&f.tempDir, "tmp", "", "directory for the layers while packing (default $TMPDIR)")
 	fl.BoolVarP(&f.remote.quiet, "quiet", "q", false, "print only the image's digest")
 	f.remote.add(c, false)
@@ -72,7 +76,16 @@ into a Feather VM image: an OCI image labelled feather.backend/feather.runtime w
 
 The app's command is --cmd, an OSv command line; without it, the command line stored on the disk at byte 512
 (where Capstan and OSv's scripts write it) is used. Its --env= and --cwd= options become the image's Env and
-WorkingDir.`,
+WorkingDir.
+
+--disk-layer chooses how the disk is stored:
+  tar         (default) a tar layer holding /feather/disk: every containerd snapshotter unpacks it, by extracting a
+              copy, so a node keeps the disk twice (the layer and its copy). Choose it unless every node that runs the
+              image has the feather snapshotter.
+  raw, qcow2  the disk's own format (the disk must be that format): a layer whose bytes are the disk itself
+              (media type ` + "application/vnd.oci.image.layer.v1.feather.disk.<format>" + `, never compressed), which
+              feather-snapshotter links from containerd's content store into the snapshot, so a node keeps it once and
+              unpacks it without copying. containerd without the feather snapshotter refuses to unpack it.`,
 		Example: `  flint pack build/release/usr.img --kernel build/release/loader-stripped.elf \
       --cmd '/hello' -t registry.example/hello:v1 --push
   flint pack app.qcow2 -t app:v1 -o app.tar && ctr image import app.tar`,
@@ -151,7 +164,7 @@ func (g *globals) runPack(ctx context.Context, f *packFlags, o pack.Options) err
 	}
 	o.Kernel, o.Initrd, o.Cmd, o.Env, o.Workdir = f.kernel, f.initrd, f.cmd, f.env, f.workdir
 	o.Backend, o.Runtime, o.Labels, o.Platform = f.backend, f.runtime, labels, plat
-	o.Compression, o.TempDir = f.compression, f.tempDir
+	o.Compression, o.DiskLayer, o.TempDir = f.compression, f.diskLayer, f.tempDir
 	var ro registry.Options
 	if f.push {
 		// Before packing, so that a bad config.json fails fast.
@@ -187,7 +200,7 @@ func (g *globals) runPack(ctx context.Context, f *packFlags, o pack.Options) err
 		say("pushed %s", name)
 	}
 	if f.doImport {
-		if err := containerd.Import(ctx, f.address, f.namespace, p.Image); err != nil {
+		if err := containerd.Import(ctx, f.address, f.namespace, f.snapshotter, p.Image); err != nil {
 			return err
 		}
 		say("imported %s into containerd (namespace %s)", name, f.namespace)

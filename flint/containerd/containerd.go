@@ -14,16 +14,20 @@ import (
 	"github.com/containerd/platforms"
 
 	"github.com/feather-edge/feather/flint/image"
+	"github.com/feather-edge/feather/vmimage"
 )
 
 // DefaultNamespace is the namespace the Feather agent runs pods in.
 const DefaultNamespace = "feather"
 
 // Import imports img, named img.Name, into the containerd at address (its
-// gRPC socket) in namespace ns, and unpacks it for the image's platform.
+// gRPC socket) in namespace ns, and unpacks it for the image's platform
+// and snapshotter ("" containerd's default). An image whose disk is a disk
+// layer that containerd cannot unpack fails with an error saying to use
+// the feather snapshotter (vmimage.ExplainUnpack).
 // The image streams to containerd as an OCI layout tarball; nothing is
 // written to disk on this side.
-func Import(ctx context.Context, address, ns string, img image.Image) error {
+func Import(ctx context.Context, address, ns, snapshotter string, img image.Image) error {
 	if img.Name == "" {
 		return fmt.Errorf("import into containerd: the image has no name")
 	}
@@ -46,8 +50,8 @@ func Import(ctx context.Context, address, ns string, img image.Image) error {
 		return fmt.Errorf("import %s into containerd at %s: %w", img.Name, address, err)
 	}
 	for _, i := range imgs {
-		if err := client.NewImageWithPlatform(cl, i, plat).Unpack(ctx, ""); err != nil {
-			return fmt.Errorf("unpack %s in containerd: %w", i.Name, err)
+		if err := client.NewImageWithPlatform(cl, i, plat).Unpack(ctx, snapshotter); err != nil {
+			return fmt.Errorf("unpack %s in containerd: %w", i.Name, vmimage.ExplainUnpack(image.LayerTypes(c), err))
 		}
 	}
 	return nil

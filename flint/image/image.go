@@ -93,6 +93,15 @@ func Blobs(c Contents, img Image) []ocispec.Descriptor {
 	return append([]ocispec.Descriptor{img.Manifest, c.Manifest.Config}, c.Manifest.Layers...)
 }
 
+// LayerTypes returns the media types of c's layers.
+func LayerTypes(c Contents) []string {
+	types := make([]string, len(c.Manifest.Layers))
+	for i, l := range c.Manifest.Layers {
+		types[i] = l.MediaType
+	}
+	return types
+}
+
 // NormalizeRef returns ref as containerd names images: with its registry
 // and a tag (docker.io/library/app:latest). A malformed reference is an
 // ErrInvalidArgument error.

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"path"
 	"strings"
 
 	"github.com/containerd/containerd/v2/core/images"
@@ -48,6 +49,9 @@ func Walk(ctx context.Context, img Image, c Contents, fn func(Entry) error) erro
 }
 
 func walkLayer(ctx context.Context, img Image, i int, l ocispec.Descriptor, diffID digest.Digest, fn func(Entry) error) error {
+	if _, ok := vmimage.DiskLayerFormat(l.MediaType); ok {
+		return walkDiskLayer(ctx, img, i, l, diffID, fn)
+	}
 	if !images.IsLayerType(l.MediaType) {
 		return fmt.Errorf("media type %q is not a layer: %w", l.MediaType, errdefs.ErrInvalidArgument)
 	}
@@ -102,6 +106,37 @@ func walkLayer(ctx context.Context, img Image, i int, l ocispec.Descriptor, diff
 	}
 	if !diffCheck.Verified() {
 		return fmt.Errorf("uncompressed content does not match diff ID %s: %w", diffID, errdefs.ErrDataLoss)
+	}
+	return nil
+}
+
+// walkDiskLayer gives a disk layer (vmimage.MediaTypeDiskLayerRaw, …)
+// as the entries a tar layer of the disk would hold: the directory above
+// vmimage.DiskPath and the disk. Its diff ID must be its digest.
+func walkDiskLayer(ctx context.Context, img Image, i int, l ocispec.Descriptor, diffID digest.Digest, fn func(Entry) error) error {
+	if l.Digest.Validate() != nil || diffID != l.Digest {
+		return fmt.Errorf("a disk layer's diff ID is its digest, the config says %s: %w", diffID, errdefs.ErrInvalidArgument)
+	}
+	ra, err := img.Blobs.ReaderAt(ctx, l)
+	if err != nil {
+		return err
+	}
+	defer ra.Close()
+	check := l.Digest.Verifier()
+	r := io.TeeReader(io.NewSectionReader(ra, 0, l.Size), check)
+	dir := path.Dir(vmimage.DiskPath)
+	if err := fn(Entry{Layer: i, Path: dir, Header: &tar.Header{Typeflag: tar.TypeDir, Name: dir + "/", Mode: 0o755}}); err != nil {
+		return err
+	}
+	h := &tar.Header{Typeflag: tar.TypeReg, Name: vmimage.DiskPath, Mode: 0o444, Size: l.Size}
+	if err := fn(Entry{Layer: i, Path: vmimage.DiskPath, Header: h, Content: r}); err != nil {
+		return err
+	}
+	if _, err := io.Copy(io.Discard, r); err != nil {
+		return fmt.Errorf("read layer: %w", err)
+	}
+	if !check.Verified() {
+		return fmt.Errorf("content does not match its digest: %w", errdefs.ErrDataLoss)
 	}
 	return nil
 }

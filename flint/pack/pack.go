@@ -41,6 +41,21 @@ const (
 	CompressionNone = "none"
 )
 
+// How the disk is laid out in the image (Options.DiskLayer).
+const (
+	// DiskLayerTar puts the disk in a tar layer, as a file at
+	// vmimage.DiskPath: every containerd snapshotter unpacks it, by
+	// extracting a copy, so a node keeps the disk twice (blob and copy).
+	DiskLayerTar = "tar"
+	// DiskLayerRaw and DiskLayerQCOW2 make the disk a layer of its own
+	// media type (vmimage.MediaTypeDiskLayerRaw, …QCOW2): the disk's
+	// bytes, uncompressed, which the feather snapshotter links into the
+	// snapshot, so a node keeps it once; containerd without that
+	// snapshotter cannot unpack it. The disk must be of that format.
+	DiskLayerRaw   = "raw"
+	DiskLayerQCOW2 = "qcow2"
+)
+
 // Options are what Pack packs.
 type Options struct {
 	// Disk is the boot disk image file, raw or qcow2. Required.
@@ -68,8 +83,13 @@ type Options struct {
 	// Created is the image's creation time; ocilayout.Epoch when nil, so
 	// that the same inputs give the same digests.
 	Created *time.Time
-	// Compression is CompressionGzip ("" too) or CompressionNone.
+	// Compression is CompressionGzip ("" too) or CompressionNone, for the
+	// tar layers; a disk layer is never compressed.
 	Compression string
+	// DiskLayer is DiskLayerTar ("" too), DiskLayerRaw or DiskLayerQCOW2.
+	// Until the image is written, the disk file must not change: a disk
+	// layer's blob is that file.
+	DiskLayer string
 	// TempDir is where the layers are written while packed; os.TempDir()
 	// when "".
 	TempDir string
@@ -122,6 +142,9 @@ func Pack(ctx context.Context, o Options) (_ *Packed, err error) {
 			return nil, fmt.Errorf("disk %s has no boot sector (no 0x55AA signature at byte 510) and no --kernel is given: it cannot boot: %w", o.Disk, errdefs.ErrInvalidArgument)
 		}
 	}
+	if o.DiskLayer != "" && o.DiskLayer != DiskLayerTar && o.DiskLayer != d.Format {
+		return nil, fmt.Errorf("--disk-layer=%s, but disk %s is %s: use --disk-layer=%s (or tar): %w", o.DiskLayer, o.Disk, d.Format, d.Format, errdefs.ErrInvalidArgument)
+	}
 	cmd, err := command(o, d)
 	if err != nil {
 		return nil, err
@@ -156,7 +179,11 @@ func Pack(ctx context.Context, o Options) (_ *Packed, err error) {
 		}
 		groups = append(groups, boot)
 	}
-	groups = append(groups, []vmimage.File{{Path: vmimage.DiskPath, Size: d.Size, Content: io.NewSectionReader(d.File(), 0, d.Size)}})
+	diskFile := vmimage.File{Path: vmimage.DiskPath, Size: d.Size, Content: io.NewSectionReader(d.File(), 0, d.Size)}
+	diskLayer := o.DiskLayer != "" && o.DiskLayer != DiskLayerTar
+	if !diskLayer {
+		groups = append(groups, []vmimage.File{diskFile})
+	}
 	for i, files := range groups {
 		if err := ctx.Err(); err != nil {
 			return nil, err
@@ -167,6 +194,14 @@ func Pack(ctx context.Context, o Options) (_ *Packed, err error) {
 		}
 		layers = append(layers, l)
 		p.Config.RootFS.DiffIDs = append(p.Config.RootFS.DiffIDs, diffID)
+	}
+	if diskLayer {
+		l, err := addDiskLayer(o.Disk, diskFile, d.Format, &store)
+		if err != nil {
+			return nil, err
+		}
+		layers = append(layers, l)
+		p.Config.RootFS.DiffIDs = append(p.Config.RootFS.DiffIDs, l.Digest)
 	}
 	p.Config.RootFS.Type = "layers"
 	p.Image, err = assemble(&store, p.Config, layers, o.Annotations)
@@ -200,6 +235,11 @@ func configFromOptions(o Options) (ocispec.Image, error) {
 		if i := strings.Index(kv, "="); i <= 0 {
 			return ocispec.Image{}, fmt.Errorf("--env %q is not KEY=VALUE: %w", kv, errdefs.ErrInvalidArgument)
 		}
+	}
+	switch o.DiskLayer {
+	case "", DiskLayerTar, DiskLayerRaw, DiskLayerQCOW2:
+	default:
+		return ocispec.Image{}, fmt.Errorf("--disk-layer %q: want %s, %s or %s: %w", o.DiskLayer, DiskLayerTar, DiskLayerRaw, DiskLayerQCOW2, errdefs.ErrInvalidArgument)
 	}
 	if o.Compression != "" && o.Compression != CompressionGzip && o.Compression != CompressionNone {
 		return ocispec.Image{}, fmt.Errorf("compression %q: want %s or %s: %w", o.Compression, CompressionGzip, CompressionNone, errdefs.ErrInvalidArgument)
@@ -360,6 +400,22 @@ func writeLayer(path string, files []vmimage.File, compression string, store *im
 	d := ocispec.Descriptor{MediaType: mediaType, Digest: sum(blobHash), Size: counter.n}
 	store.AddFile(d.Digest, path)
 	return d, sum(diffHash), nil
+}
+
+// addDiskLayer adds the disk file at path (f reads it) to store as a disk
+// layer of format and returns its descriptor; its diff ID is its digest.
+func addDiskLayer(path string, f vmimage.File, format string, store *image.Store) (ocispec.Descriptor, error) {
+	h := sha256.New()
+	n, err := io.Copy(h, f.Content)
+	if err != nil {
+		return ocispec.Descriptor{}, fmt.Errorf("read disk %s: %w", path, err)
+	}
+	if n != f.Size {
+		return ocispec.Descriptor{}, fmt.Errorf("disk %s: read %d bytes, want %d (did the file change while packing?)", path, n, f.Size)
+	}
+	d := ocispec.Descriptor{MediaType: vmimage.DiskLayerMediaType(format), Digest: sum(h), Size: n}
+	store.AddFile(d.Digest, path)
+	return d, nil
 }
 
 func sum(h hash.Hash) digest.Digest { return digest.NewDigest(digest.SHA256, h) }

@@ -11,7 +11,9 @@ import (
 	"testing"
 
 	"github.com/containerd/errdefs"
+	"github.com/opencontainers/go-digest"
 	"github.com/opencontainers/image-spec/schema"
+	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 
 	"github.com/feather-edge/feather/flint/image"
 	"github.com/feather-edge/feather/flint/inspect"
@@ -112,6 +114,49 @@ func TestPack(t *testing.T) {
 	}
 }
 
+// TestPackDiskLayer: --disk-layer=raw|qcow2 makes the disk a layer of its
+// own media type whose blob is the disk file and whose diff ID is its
+// digest; a kernel stays in a tar layer below it.
+func TestPackDiskLayer(t *testing.T) {
+	for _, tc := range []struct {
+		name, disk, layer, mediaType string
+		kernel                       bool
+	}{
+		{"raw", "raw.img", DiskLayerRaw, vmimage.MediaTypeDiskLayerRaw, false},
+		{"qcow2 with a kernel", "plain.qcow2", DiskLayerQCOW2, vmimage.MediaTypeDiskLayerQCOW2, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			o := Options{Disk: fixture(tc.disk), DiskLayer: tc.layer}
+			if tc.kernel {
+				o.Kernel = fakeKernel(t)
+			}
+			p, r := packed(t, o)
+			want, err := os.ReadFile(fixture(tc.disk))
+			if err != nil {
+				t.Fatal(err)
+			}
+			c, err := image.Read(context.Background(), p.Image)
+			if err != nil {
+				t.Fatal(err)
+			}
+			last := len(c.Manifest.Layers) - 1
+			l := c.Manifest.Layers[last]
+			if l.MediaType != tc.mediaType || l.Digest != digest.FromBytes(want) || l.Size != int64(len(want)) {
+				t.Errorf("disk layer %+v, want %s of the disk's %d bytes", l, tc.mediaType, len(want))
+			}
+			if c.Config.RootFS.DiffIDs[last] != l.Digest {
+				t.Errorf("diff ID %s, want the layer's digest %s", c.Config.RootFS.DiffIDs[last], l.Digest)
+			}
+			if tc.kernel && (last != 1 || c.Manifest.Layers[0].MediaType != ocispec.MediaTypeImageLayerGzip) {
+				t.Errorf("layers %+v, want the kernel's tar layer first", c.Manifest.Layers)
+			}
+			if r.Disk == nil || r.Disk.Format != tc.layer {
+				t.Errorf("inspect's disk %+v, want a %s disk", r.Disk, tc.layer)
+			}
+		})
+	}
+}
+
 func TestPackReproducible(t *testing.T) {
 	o := Options{Disk: fixture("raw.img"), Kernel: fakeKernel(t), Cmd: "/hello", Env: []string{"B=2", "A=1"},
 		Labels: map[string]string{"z": "1", "a": "2"}, Annotations: map[string]string{"org.opencontainers.image.version": "1"}}
@@ -187,6 +232,9 @@ func TestPackRefuses(t *testing.T) {
 		{"kind label", Options{Disk: fixture("raw.img"), Labels: map[string]string{"feather.backend": "osv"}}, "--backend", errdefs.ErrInvalidArgument},
 		{"bad env", Options{Disk: fixture("raw.img"), Env: []string{"NOVALUE"}}, "KEY=VALUE", errdefs.ErrInvalidArgument},
 		{"bad compression", Options{Disk: fixture("raw.img"), Compression: "lz4"}, "compression", errdefs.ErrInvalidArgument},
+		{"bad disk layer", Options{Disk: fixture("raw.img"), DiskLayer: "zip"}, "--disk-layer", errdefs.ErrInvalidArgument},
+		{"raw disk layer of a qcow2 disk", Options{Disk: fixture("plain.qcow2"), DiskLayer: DiskLayerRaw}, "use --disk-layer=qcow2", errdefs.ErrInvalidArgument},
+		{"qcow2 disk layer of a raw disk", Options{Disk: fixture("raw.img"), DiskLayer: DiskLayerQCOW2}, "use --disk-layer=raw", errdefs.ErrInvalidArgument},
 		{"missing kernel", Options{Disk: fixture("raw.img"), Kernel: filepath.Join(dir, "absent")}, "--kernel", os.ErrNotExist},
 		{"kernel not a kernel", Options{Disk: fixture("raw.img"), Kernel: text}, "not a kernel", errdefs.ErrInvalidArgument},
 		{"initrd without kernel", Options{Disk: fixture("raw.img"), Initrd: initrd}, "without --kernel", errdefs.ErrInvalidArgument},

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/containerd/containerd/v2/client"
+	"github.com/containerd/containerd/v2/core/images"
 	"github.com/containerd/containerd/v2/core/remotes"
 	"github.com/containerd/containerd/v2/core/remotes/docker"
 	"github.com/containerd/containerd/v2/core/remotes/docker/config"
@@ -453,7 +454,13 @@ func ensureUnpacked(ctx context.Context, image client.Image, snapshotter string)
 		return nil
 	}
 	if err := image.Unpack(ctx, snapshotter); err != nil {
-		return fmt.Errorf("unpack image %s (snapshotter %q): %w", image.Name(), snapshotter, err)
+		var types []string
+		if m, merr := images.Manifest(ctx, image.ContentStore(), image.Target(), image.Platform()); merr == nil {
+			for _, l := range m.Layers {
+				types = append(types, l.MediaType)
+			}
+		}
+		return fmt.Errorf("unpack image %s (snapshotter %q): %w", image.Name(), snapshotter, vmimage.ExplainUnpack(types, err))
 	}
 	return nil
 }

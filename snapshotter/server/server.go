@@ -1,6 +1,7 @@
-// Package server serves a containerd snapshotter on a unix socket with
-// containerd's snapshots gRPC API, the way containerd reaches a proxy
-// plugin (`[proxy_plugins.NAME] type = "snapshot"`).
+// Package server serves a containerd snapshotter, and its differ, on a unix
+// socket with containerd's snapshots and diff gRPC APIs, the way containerd
+// reaches a proxy plugin (`[proxy_plugins.NAME] type = "snapshot"`, and
+// `type = "diff"` at the same address).
 package server
 
 import (
@@ -11,12 +12,16 @@ import (
 	"os"
 	"path/filepath"
 
+	diffapi "github.com/containerd/containerd/api/services/diff/v1"
 	snapshotsapi "github.com/containerd/containerd/api/services/snapshots/v1"
+	"github.com/containerd/containerd/v2/contrib/diffservice"
 	"github.com/containerd/containerd/v2/contrib/snapshotservice"
+	"github.com/containerd/containerd/v2/core/diff"
 	"github.com/containerd/containerd/v2/core/snapshots"
 	"github.com/containerd/log"
 	"google.golang.org/grpc"
 
+	"github.com/feather-edge/feather/snapshotter/differ"
 	"github.com/feather-edge/feather/snapshotter/vmsnap"
 )
 
@@ -41,12 +46,17 @@ func Listen(address string) (net.Listener, error) {
 	return l, nil
 }
 
-// Serve answers snapshots API calls on l with sn until ctx ends, then stops
-// gracefully (calls in progress finish) and closes l. It returns nil when ctx
-// ended it, else the error that stopped it. It does not close sn.
-func Serve(ctx context.Context, l net.Listener, sn snapshots.Snapshotter) error {
+// Serve answers snapshots API calls on l with sn, and diff API calls with a
+// (Apply only; Diff is not implemented) unless a is nil, until ctx ends,
+// then stops gracefully (calls in progress finish) and closes l. It returns
+// nil when ctx ended it, else the error that stopped it. It does not close
+// sn.
+func Serve(ctx context.Context, l net.Listener, sn snapshots.Snapshotter, a diff.Applier) error {
 	srv := grpc.NewServer()
 	snapshotsapi.RegisterSnapshotsServer(srv, snapshotservice.FromSnapshotter(sn))
+	if a != nil {
+		diffapi.RegisterDiffServer(srv, diffservice.FromApplierAndComparer(a, nil))
+	}
 	done := make(chan struct{})
 	defer close(done)
 	go func() {
@@ -68,10 +78,11 @@ func Serve(ctx context.Context, l net.Listener, sn snapshots.Snapshotter) error 
 // otherwise.
 const DefaultAddress = "/run/feather-snapshotter/snapshotter.sock"
 
-// Run opens the snapshotter at root and serves it on the unix socket at
-// address until ctx ends; then it closes both. It returns nil when ctx ended
-// it.
-func Run(ctx context.Context, root, address string) error {
+// Run opens the snapshotter at root and serves it, and its differ reading
+// blobs from containerd's content store at contentRoot, on the unix socket
+// at address until ctx ends; then it closes both. It returns nil when ctx
+// ended it.
+func Run(ctx context.Context, root, address, contentRoot string) error {
 	sn, err := vmsnap.New(root)
 	if err != nil {
 		return err
@@ -83,5 +94,5 @@ func Run(ctx context.Context, root, address string) error {
 	}
 	defer os.Remove(address)
 	ctx = log.WithLogger(ctx, log.G(ctx).WithField("root", root))
-	return Serve(ctx, l, sn)
+	return Serve(ctx, l, sn, differ.New(root, contentRoot))
 }

@@ -53,7 +53,7 @@ func serve(ctx context.Context, sn snapshots.Snapshotter) (snapshots.Snapshotter
 	}
 	sctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	served := make(chan error, 1)
-	go func() { served <- Serve(sctx, l, sn) }()
+	go func() { served <- Serve(sctx, l, sn, nil) }()
 	conn, err := grpc.NewClient("unix://"+addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {
 		cancel()

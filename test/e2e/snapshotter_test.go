@@ -48,6 +48,17 @@ func pushFillImage(ctx context.Context, t *testing.T, c *cluster) string {
 // room for the guest's /fill — and returns the tarball's path.
 func writeFillImage(ctx context.Context, t *testing.T, dir string, diskMiB int) string {
 	t.Helper()
+	tarball, _ := writeGuestImage(ctx, t, dir, fillRef, diskMiB, pack.DiskLayerTar)
+	return tarball
+}
+
+// writeGuestImage writes into dir an image named ref of the test guest
+// (direct boot: its kernel and initramfs, command /hello) whose disk is an
+// empty qcow2 of diskMiB MiB, stored as diskLayer says (pack.DiskLayerTar,
+// …QCOW2), and returns the tarball's path and the packed image (closed
+// with the test).
+func writeGuestImage(ctx context.Context, t *testing.T, dir, ref string, diskMiB int, diskLayer string) (string, *pack.Packed) {
+	t.Helper()
 	qemuImg := prereq.Program(t, "qemu-img", "install Debian package qemu-utils")
 	guest := guestImage(t, "testguest-direct")
 	img, err := image.OpenTar(ctx, guest, "", platforms.Default())
@@ -78,17 +89,18 @@ func writeFillImage(ctx context.Context, t *testing.T, dir string, diskMiB int) 
 	if out, err := exec.CommandContext(ctx, qemuImg, "create", "-q", "-f", "qcow2", disk, strconv.Itoa(diskMiB)+"M").CombinedOutput(); err != nil {
 		t.Fatalf("qemu-img create: %v: %s", err, out)
 	}
-	p, err := pack.Pack(ctx, pack.Options{Disk: disk, Kernel: files[vmimage.KernelPath], Initrd: files[vmimage.InitrdPath], Cmd: "/hello", TempDir: dir})
+	p, err := pack.Pack(ctx, pack.Options{Disk: disk, Kernel: files[vmimage.KernelPath], Initrd: files[vmimage.InitrdPath], Cmd: "/hello",
+		DiskLayer: diskLayer, TempDir: dir})
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer p.Close()
-	p.Name = fillRef
-	tarball := filepath.Join(dir, "fill.oci.tar")
+	t.Cleanup(func() { p.Close() })
+	p.Name = ref
+	tarball := filepath.Join(dir, "image.oci.tar")
 	if err := image.WriteTarFile(ctx, tarball, p.Image); err != nil {
 		t.Fatal(err)
 	}
-	return tarball
+	return tarball, p
 }
 
 // diskUsage is the bytes allocated under dir, as du counts them.

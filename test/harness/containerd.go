@@ -98,6 +98,10 @@ disabled_plugins = [
 {{.Extra}}
 `))
 
+// containerdDir is where StartContainerd keeps the daemon's config, root and
+// state.
+func (e *Env) containerdDir() string { return filepath.Join(e.Dir, "containerd") }
+
 // StartContainerd starts a containerd daemon and returns once it answers on
 // its socket. It fails t if it does not.
 func (e *Env) StartContainerd(opts ContainerdOptions) *Containerd {
@@ -108,7 +112,7 @@ func (e *Env) StartContainerd(opts ContainerdOptions) *Containerd {
 	_, err := exec.LookPath("runc")
 	Prerequisite(e.t, err == nil, "runc not found: run `make deps` (Debian package runc)")
 
-	c := &Containerd{Dir: filepath.Join(e.Dir, "containerd"), ctr: ctr, bin: bin, opts: opts}
+	c := &Containerd{Dir: e.containerdDir(), ctr: ctr, bin: bin, opts: opts}
 	c.Address = filepath.Join(c.Dir, "containerd.sock")
 	c.Config = filepath.Join(c.Dir, "config.toml")
 	e.onClose(c.stop)
@@ -177,6 +181,9 @@ func (c *Containerd) Restart(ctx context.Context) error {
 	c.proc.Stop(10 * time.Second)
 	return c.start(ctx, c.bin, c.opts)
 }
+
+// Pid is the daemon's process ID (e.g. for its /proc/PID/io).
+func (c *Containerd) Pid() int { return c.proc.Pid() }
 
 // Client returns a client of this daemon; the harness closes it.
 func (c *Containerd) Client() *client.Client { return c.client }

@@ -6,6 +6,9 @@
 //	[proxy_plugins.feather]
 //	  type = "snapshot"
 //	  address = "/run/feather-snapshotter/snapshotter.sock"
+//	[proxy_plugins.feather-diff]
+//	  type = "diff"
+//	  address = "/run/feather-snapshotter/snapshotter.sock"
 package main
 
 import (
@@ -18,6 +21,7 @@ import (
 
 	"github.com/containerd/log"
 
+	"github.com/feather-edge/feather/snapshotter/differ"
 	"github.com/feather-edge/feather/snapshotter/server"
 	"github.com/feather-edge/feather/snapshotter/vmsnap"
 )
@@ -25,6 +29,7 @@ import (
 func main() {
 	root := flag.String("root", vmsnap.DefaultRoot, "folder of the snapshotter's state (bolt metadata, snapshots); on disk, not a tmpfs")
 	address := flag.String("address", server.DefaultAddress, "unix socket to serve containerd's snapshots API on")
+	contentRoot := flag.String("content-root", differ.DefaultContentRoot, "containerd's content store, whose blobs the differ links into snapshots (best on the same file system as --root)")
 	level := flag.String("log-level", "info", "log level: debug, info, warn, error")
 	flag.Parse()
 	if err := log.SetLevel(*level); err != nil {
@@ -33,7 +38,7 @@ func main() {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	if err := server.Run(ctx, *root, *address); err != nil {
+	if err := server.Run(ctx, *root, *address, *contentRoot); err != nil {
 		log.G(ctx).WithError(err).Error("feather-snapshotter")
 		os.Exit(1)
 	}
