@@ -80,6 +80,14 @@ type Config struct {
 	AllowedUnsafeSysctls []string
 	// Workers is the number of pods virtual-kubelet syncs at once.
 	Workers int
+	// KubeAPIQPS and KubeAPIBurst bound the agent's requests to the API
+	// server (kubelet's kubeAPIQPS and kubeAPIBurst, 50 and 100); events
+	// have a limiter of their own (kubelet's eventRecordQPS and
+	// eventBurst, the same). client-go's default, 5 and 10, makes pods wait
+	// for one another: each start and teardown takes half a dozen requests
+	// (a token, a configMap, statuses, events, the final delete).
+	KubeAPIQPS   float32
+	KubeAPIBurst int
 	// CNIConfDir holds the pod network's CNI configuration; the agent
 	// writes its default network there when it holds none. CNIBinDirs are
 	// searched for plugins.
@@ -117,6 +125,8 @@ func DefaultConfig() Config {
 		ContainerLog:      logs.DefaultRotation,
 		RegistryConfigDir: "/etc/feather/certs.d",
 		Workers:           10,
+		KubeAPIQPS:        50,
+		KubeAPIBurst:      100,
 		CNIConfDir:        cni.DefaultConfDir,
 		CNIBinDirs:        []string{cni.DefaultBinDir},
 		PodCIDRs:          []string{"10.244.0.0/16"},
@@ -146,6 +156,7 @@ func Run(ctx context.Context, cfg Config) error {
 	if len(restCfg.CAData) == 0 {
 		return fmt.Errorf("kubeconfig %s: no cluster CA (certificate-authority-data): the kubelet API verifies client certificates with it", cfg.Kubeconfig)
 	}
+	restCfg.QPS, restCfg.Burst = cfg.KubeAPIQPS, cfg.KubeAPIBurst
 	kube, err := newKubeClient(restCfg)
 	if err != nil {
 		return err
@@ -180,7 +191,7 @@ func Run(ctx context.Context, cfg Config) error {
 	}
 
 	broadcaster := record.NewBroadcaster()
-	broadcaster.StartRecordingToSink(&typedcorev1.EventSinkImpl{Interface: kube.CoreV1().Events("")})
+	broadcaster.StartRecordingToSink(&typedcorev1.EventSinkImpl{Interface: kube.events.Events("")})
 	defer broadcaster.Shutdown()
 	recorder := broadcaster.NewRecorder(scheme.Scheme, corev1.EventSource{Component: "feather", Host: cfg.NodeName})
 

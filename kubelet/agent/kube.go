@@ -30,7 +30,12 @@ import (
 // factory (newInformer) and requests its serving certificate without
 // client-go's csr package (servingCert.request).
 type kubeClient struct {
-	core           *corev1client.CoreV1Client
+	core *corev1client.CoreV1Client
+	// events is a core client of its own, with a rate limiter of its own
+	// (client-go gives each REST client one), as kubelet's event client:
+	// the events of many pods starting and stopping at once do not hold
+	// up their other requests.
+	events         *corev1client.CoreV1Client
 	coordination   *coordinationv1client.CoordinationV1Client
 	node           *nodev1client.NodeV1Client
 	certificates   *certificatesv1client.CertificatesV1Client
@@ -46,6 +51,7 @@ func newKubeClient(cfg *rest.Config) (*kubeClient, error) {
 	var k kubeClient
 	for _, set := range []func() error{
 		func() (err error) { k.core, err = corev1client.NewForConfigAndClient(cfg, hc); return err },
+		func() (err error) { k.events, err = corev1client.NewForConfigAndClient(cfg, hc); return err },
 		func() (err error) {
 			k.coordination, err = coordinationv1client.NewForConfigAndClient(cfg, hc)
 			return err
