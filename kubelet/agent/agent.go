@@ -254,10 +254,27 @@ func Run(ctx context.Context, cfg Config) error {
 		},
 		ConfigMaps: getters.configMaps.Lister(), Services: svcInformer.Lister(),
 		NodeAllocatable: status.Node().Status.Allocatable, AllowedUnsafeSysctls: cfg.AllowedUnsafeSysctls,
-		Finalize: func(ctx context.Context, ns, name string, uid types.UID) error {
+		PodUID: func(ns, name string) (types.UID, bool) {
+			pod, err := podInformer.Lister().Pods(ns).Get(name)
+			if err != nil {
+				return "", false
+			}
+			return pod.UID, true
+		},
+		Finalize: func(ctx context.Context, pod *corev1.Pod) error {
+			pods := kube.CoreV1().Pods(pod.Namespace)
+			last := pod.DeepCopy()
+			last.ResourceVersion = "" // unconditional: the agent alone writes a pod's status
+			_, err := pods.UpdateStatus(ctx, last, metav1.UpdateOptions{})
+			if apierrors.IsNotFound(err) {
+				return nil
+			}
+			if err != nil {
+				return fmt.Errorf("last status of pod %s/%s: %w", pod.Namespace, pod.Name, err)
+			}
 			zero := int64(0)
-			err := kube.CoreV1().Pods(ns).Delete(ctx, name, metav1.DeleteOptions{GracePeriodSeconds: &zero,
-				Preconditions: &metav1.Preconditions{UID: &uid}})
+			err = pods.Delete(ctx, pod.Name, metav1.DeleteOptions{GracePeriodSeconds: &zero,
+				Preconditions: &metav1.Preconditions{UID: &pod.UID}})
 			if apierrors.IsNotFound(err) || apierrors.IsConflict(err) {
 				return nil // gone, or a new pod of that name
 			}
