@@ -285,7 +285,7 @@ func Run(ctx context.Context, cfg Config) error {
 		return err
 	}
 	pc, err := node.NewPodController(node.PodControllerConfig{
-		PodClient: kube.CoreV1(), EventRecorder: recorder, Provider: measured{provider, am}, PodInformer: podInformer,
+		PodClient: podClient{kube.CoreV1(), provider.Stopping}, EventRecorder: recorder, Provider: measured{provider, am}, PodInformer: podInformer,
 		SecretInformer: getters.secrets, ConfigMapInformer: getters.configMaps, ServiceInformer: svcInformer,
 		// The provider makes containers' environments itself, as kubelet,
 		// when it starts them: virtual-kubelet's resolution runs before the

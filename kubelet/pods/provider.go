@@ -356,6 +356,24 @@ func (p *Provider) DeletePod(ctx context.Context, pod *corev1.Pod) error {
 	return nil
 }
 
+// Stopping reports whether pod uid is being torn down and Finalize will
+// write its last status and delete it from the API once its containers are
+// gone. Virtual-kubelet deletes a deleted pod from the API when its grace
+// period ends, before the containers killed then are gone: the agent lets it
+// not (see the agent's podClient), so that a pod never goes with phase
+// Running, as under kubelet.
+func (p *Provider) Stopping(uid types.UID) bool {
+	p.mu.Lock()
+	w := p.workers[uid]
+	p.mu.Unlock()
+	if w == nil || p.cfg.Finalize == nil {
+		return false
+	}
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.terminating && w.pod != nil
+}
+
 // removed forgets a pod once its worker has cleaned up.
 func (p *Provider) removed(uid types.UID) {
 	p.mu.Lock()

@@ -1,6 +1,7 @@
 package pods
 
 import (
+	"context"
 	"testing"
 	"time"
 
@@ -88,5 +89,43 @@ func TestFind(t *testing.T) {
 	}
 	if got := p.find("default", "q"); got != nil {
 		t.Errorf("find of another name = %v, want nil", got)
+	}
+}
+
+// TestStopping checks which pods the provider says it still tears down (and
+// so deletes from the API itself): deleted ones with a spec, while Finalize
+// is set.
+func TestStopping(t *testing.T) {
+	pod := &corev1.Pod{}
+	pod.Name, pod.Namespace, pod.UID = "p", "default", "u1"
+	fin := func(context.Context, *corev1.Pod) error { return nil }
+	for _, tc := range []struct {
+		name        string
+		finalize    bool
+		terminating bool
+		spec        bool // not a recovered pod waiting for CreatePod
+		want        bool
+	}{
+		{name: "being deleted", finalize: true, terminating: true, spec: true, want: true},
+		{name: "running", finalize: true, spec: true},
+		{name: "recovered, deleted", finalize: true, terminating: true},
+		{name: "without Finalize", terminating: true, spec: true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			w := &worker{uid: pod.UID, skel: pod, terminating: tc.terminating}
+			if tc.spec {
+				w.pod = pod
+			}
+			p := &Provider{workers: map[types.UID]*worker{pod.UID: w}}
+			if tc.finalize {
+				p.cfg.Finalize = fin
+			}
+			if got := p.Stopping(pod.UID); got != tc.want {
+				t.Errorf("Stopping = %v, want %v", got, tc.want)
+			}
+			if p.Stopping("other") {
+				t.Error("Stopping of an unknown pod = true")
+			}
+		})
 	}
 }
