@@ -80,6 +80,14 @@ type Config struct {
 	AllowedUnsafeSysctls []string
 	// Workers is the number of pods virtual-kubelet syncs at once.
 	Workers int
+	// KubeAPIQPS and KubeAPIBurst bound the agent's requests to the API
+	// server (kubelet's kubeAPIQPS and kubeAPIBurst, 50 and 100); events
+	// have a limiter of their own (kubelet's eventRecordQPS and
+	// eventBurst, the same). client-go's default, 5 and 10, makes pods wait
+	// for one another: each start and teardown takes half a dozen requests
+	// (a token, a configMap, statuses, events, the final delete).
+	KubeAPIQPS   float32
+	KubeAPIBurst int
 	// CNIConfDir holds the pod network's CNI configuration; the agent
 	// writes its default network there when it holds none. CNIBinDirs are
 	// searched for plugins.
@@ -117,6 +125,8 @@ func DefaultConfig() Config {
 		ContainerLog:      logs.DefaultRotation,
 		RegistryConfigDir: "/etc/feather/certs.d",
 		Workers:           10,
+		KubeAPIQPS:        50,
+		KubeAPIBurst:      100,
 		CNIConfDir:        cni.DefaultConfDir,
 		CNIBinDirs:        []string{cni.DefaultBinDir},
 		PodCIDRs:          []string{"10.244.0.0/16"},
@@ -146,6 +156,7 @@ func Run(ctx context.Context, cfg Config) error {
 	if len(restCfg.CAData) == 0 {
 		return fmt.Errorf("kubeconfig %s: no cluster CA (certificate-authority-data): the kubelet API verifies client certificates with it", cfg.Kubeconfig)
 	}
+	restCfg.QPS, restCfg.Burst = cfg.KubeAPIQPS, cfg.KubeAPIBurst
 	kube, err := newKubeClient(restCfg)
 	if err != nil {
 		return err
@@ -180,7 +191,7 @@ func Run(ctx context.Context, cfg Config) error {
 	}
 
 	broadcaster := record.NewBroadcaster()
-	broadcaster.StartRecordingToSink(&typedcorev1.EventSinkImpl{Interface: kube.CoreV1().Events("")})
+	broadcaster.StartRecordingToSink(&typedcorev1.EventSinkImpl{Interface: kube.events.Events("")})
 	defer broadcaster.Shutdown()
 	recorder := broadcaster.NewRecorder(scheme.Scheme, corev1.EventSource{Component: "feather", Host: cfg.NodeName})
 
@@ -243,10 +254,27 @@ func Run(ctx context.Context, cfg Config) error {
 		},
 		ConfigMaps: getters.configMaps.Lister(), Services: svcInformer.Lister(),
 		NodeAllocatable: status.Node().Status.Allocatable, AllowedUnsafeSysctls: cfg.AllowedUnsafeSysctls,
-		Finalize: func(ctx context.Context, ns, name string, uid types.UID) error {
+		PodUID: func(ns, name string) (types.UID, bool) {
+			pod, err := podInformer.Lister().Pods(ns).Get(name)
+			if err != nil {
+				return "", false
+			}
+			return pod.UID, true
+		},
+		Finalize: func(ctx context.Context, pod *corev1.Pod) error {
+			pods := kube.CoreV1().Pods(pod.Namespace)
+			last := pod.DeepCopy()
+			last.ResourceVersion = "" // unconditional: the agent alone writes a pod's status
+			_, err := pods.UpdateStatus(ctx, last, metav1.UpdateOptions{})
+			if apierrors.IsNotFound(err) {
+				return nil
+			}
+			if err != nil {
+				return fmt.Errorf("last status of pod %s/%s: %w", pod.Namespace, pod.Name, err)
+			}
 			zero := int64(0)
-			err := kube.CoreV1().Pods(ns).Delete(ctx, name, metav1.DeleteOptions{GracePeriodSeconds: &zero,
-				Preconditions: &metav1.Preconditions{UID: &uid}})
+			err = pods.Delete(ctx, pod.Name, metav1.DeleteOptions{GracePeriodSeconds: &zero,
+				Preconditions: &metav1.Preconditions{UID: &pod.UID}})
 			if apierrors.IsNotFound(err) || apierrors.IsConflict(err) {
 				return nil // gone, or a new pod of that name
 			}
@@ -257,7 +285,7 @@ func Run(ctx context.Context, cfg Config) error {
 		return err
 	}
 	pc, err := node.NewPodController(node.PodControllerConfig{
-		PodClient: kube.CoreV1(), EventRecorder: recorder, Provider: measured{provider, am}, PodInformer: podInformer,
+		PodClient: podClient{kube.CoreV1(), provider.Stopping}, EventRecorder: recorder, Provider: measured{provider, am}, PodInformer: podInformer,
 		SecretInformer: getters.secrets, ConfigMapInformer: getters.configMaps, ServiceInformer: svcInformer,
 		// The provider makes containers' environments itself, as kubelet,
 		// when it starts them: virtual-kubelet's resolution runs before the

@@ -8,6 +8,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/fields"
 	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/watch"
 	corev1informers "k8s.io/client-go/informers/core/v1"
 	authenticationv1client "k8s.io/client-go/kubernetes/typed/authentication/v1"
@@ -30,7 +31,12 @@ import (
 // factory (newInformer) and requests its serving certificate without
 // client-go's csr package (servingCert.request).
 type kubeClient struct {
-	core           *corev1client.CoreV1Client
+	core *corev1client.CoreV1Client
+	// events is a core client of its own, with a rate limiter of its own
+	// (client-go gives each REST client one), as kubelet's event client:
+	// the events of many pods starting and stopping at once do not hold
+	// up their other requests.
+	events         *corev1client.CoreV1Client
 	coordination   *coordinationv1client.CoordinationV1Client
 	node           *nodev1client.NodeV1Client
 	certificates   *certificatesv1client.CertificatesV1Client
@@ -46,6 +52,7 @@ func newKubeClient(cfg *rest.Config) (*kubeClient, error) {
 	var k kubeClient
 	for _, set := range []func() error{
 		func() (err error) { k.core, err = corev1client.NewForConfigAndClient(cfg, hc); return err },
+		func() (err error) { k.events, err = corev1client.NewForConfigAndClient(cfg, hc); return err },
 		func() (err error) {
 			k.coordination, err = coordinationv1client.NewForConfigAndClient(cfg, hc)
 			return err
@@ -136,6 +143,35 @@ var _ corev1informers.ServiceInformer = serviceInformer{}
 func (i serviceInformer) Informer() cache.SharedIndexInformer { return i.SharedIndexInformer }
 func (i serviceInformer) Lister() corev1listers.ServiceLister {
 	return corev1listers.NewServiceLister(i.GetIndexer())
+}
+
+// podClient is virtual-kubelet's pods client. Virtual-kubelet deletes a
+// deleted pod from the API (grace 0, its UID as precondition) once its grace
+// period has passed, whatever the provider is doing: the containers killed
+// at that moment are not gone yet, and the pod would go with its last status,
+// phase Running. A Delete of a pod the provider is still tearing down
+// (stopping) does nothing: the provider writes the pod's last status and
+// deletes it itself once its containers are gone (pods.Config.Finalize), as
+// kubelet's status manager does.
+type podClient struct {
+	corev1client.PodsGetter
+	stopping func(types.UID) bool
+}
+
+func (c podClient) Pods(namespace string) corev1client.PodInterface {
+	return podsClient{c.PodsGetter.Pods(namespace), c.stopping}
+}
+
+type podsClient struct {
+	corev1client.PodInterface
+	stopping func(types.UID) bool
+}
+
+func (c podsClient) Delete(ctx context.Context, name string, opts metav1.DeleteOptions) error {
+	if p := opts.Preconditions; p != nil && p.UID != nil && c.stopping(*p.UID) {
+		return nil
+	}
+	return c.PodInterface.Delete(ctx, name, opts)
 }
 
 func ptrTo[T any](v T) *T { return &v }

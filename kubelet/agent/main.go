@@ -42,6 +42,8 @@ func Main(args []string) int {
 	fs.IntVar(&cfg.ContainerLog.MaxFiles, "container-log-max-files", cfg.ContainerLog.MaxFiles, "most log files of a container, the current one included (at least 2), as kubelet's flag")
 	unsafeSysctls := fs.String("allowed-unsafe-sysctls", "", "unsafe sysctls (names, or prefixes ending in *) pods may set, comma-separated, as kubelet's flag; the safe ones always may")
 	fs.IntVar(&cfg.Workers, "workers", cfg.Workers, "pods synced at once")
+	qps := fs.Float64("kube-api-qps", float64(cfg.KubeAPIQPS), "requests per second to the API server, as kubelet's flag (events have as many of their own)")
+	fs.IntVar(&cfg.KubeAPIBurst, "kube-api-burst", cfg.KubeAPIBurst, "requests to the API server in a burst beyond --kube-api-qps, as kubelet's flag")
 	fs.StringVar(&cfg.CNIConfDir, "cni-conf-dir", cfg.CNIConfDir, "CNI network configuration directory: its lexically first *.conflist, *.conf or *.json is used; the default network is written there when it has none")
 	cniBin := fs.String("cni-bin-dir", strings.Join(cfg.CNIBinDirs, ","), "directories of CNI plugin binaries, comma-separated")
 	podCIDR := fs.String("pod-cidr", strings.Join(cfg.PodCIDRs, ","), "subnets of the default network's pod IPs: one IPv4, optionally one IPv6, comma-separated")
@@ -59,6 +61,7 @@ func Main(args []string) int {
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
+	cfg.KubeAPIQPS = float32(*qps)
 	var err error
 	if cfg.Taints, err = parseTaints(*taints); err == nil {
 		cfg.Labels, err = parsePairs(*labels)

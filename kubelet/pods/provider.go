@@ -86,15 +86,23 @@ type Config struct {
 	// resourceFieldRef to an unset limit.
 	NodeAllocatable corev1.ResourceList
 	// Finalize, if set, is called once a deleted pod's containers have all
-	// exited and everything of it is removed, to delete it from the API at
-	// once (kubelet's status manager does, with grace 0 and the pod's UID
-	// as precondition); virtual-kubelet alone would wait the whole grace
-	// period. A pod already gone is no error.
-	Finalize func(ctx context.Context, namespace, name string, uid types.UID) error
+	// exited and everything of it is removed, with the pod and its last
+	// status (a terminal phase): it writes that status and then deletes the
+	// pod from the API at once, as kubelet's status manager does (grace 0,
+	// the pod's UID as precondition); virtual-kubelet alone would wait the
+	// whole grace period. A pod already gone is no error. Without
+	// Finalize, the last status goes to virtual-kubelet.
+	Finalize func(ctx context.Context, pod *corev1.Pod) error
 	// AllowedUnsafeSysctls are the sysctls (names, or prefixes ending in
 	// *) a pod may set beyond the safe ones, as kubelet's
 	// --allowed-unsafe-sysctls.
 	AllowedUnsafeSysctls []string
+	// PodUID, if set, returns the UID of the API's pod namespace/name as
+	// the agent's pod informer last saw it, and false when it has none. A
+	// pod that is gone, or whose name is another pod's now, gets no status
+	// and no Finalize: virtual-kubelet keys pods by name and would write it
+	// onto the pod of that name. Nil: every pod counts as in the API.
+	PodUID func(namespace, name string) (types.UID, bool)
 }
 
 // Network attaches pods' network namespaces to the pod network; the agent
@@ -268,15 +276,44 @@ func (p *Provider) NotifyPods(_ context.Context, cb func(*corev1.Pod)) {
 	p.mu.Unlock()
 }
 
+// find returns the worker of pod namespace/name. While a deleted pod is torn
+// down, a new pod of its name may have a worker too: the new one's is
+// returned.
 func (p *Provider) find(namespace, name string) *worker {
 	p.mu.Lock()
 	defer p.mu.Unlock()
+	var found *worker
 	for _, w := range p.workers {
-		if w.key() == namespace+"/"+name {
+		if w.key() != namespace+"/"+name {
+			continue
+		}
+		if !w.isTerminating() {
 			return w
 		}
+		found = w
 	}
-	return nil
+	return found
+}
+
+// inAPI reports whether the API has pod (a pod of its name and UID), as the
+// agent's informer last saw it; without Config.PodUID, yes.
+func (p *Provider) inAPI(pod *corev1.Pod) bool {
+	if p.cfg.PodUID == nil {
+		return true
+	}
+	uid, ok := p.cfg.PodUID(pod.Namespace, pod.Name)
+	return ok && uid == pod.UID
+}
+
+// mayPublish decides whether a pod's status goes to virtual-kubelet, which
+// keys pods by namespace/name and writes the status it is given onto the
+// API's pod of that name, Running or not. final: the last status, with every
+// container of the deleted pod stopped and a terminal phase; terminating: the
+// pod is being deleted (DeletePod was called), so a status computed by a sync
+// that began before is stale; inAPI: the API still has the pod, by name and
+// UID (gone, or its name reused by a new pod, it must get none).
+func mayPublish(final, terminating, inAPI bool) bool {
+	return inAPI && (final || !terminating)
 }
 
 // CreatePod starts running pod (or adopts its recovered containers). Work
@@ -317,6 +354,24 @@ func (p *Provider) DeletePod(ctx context.Context, pod *corev1.Pod) error {
 	}
 	w.terminate(time.Duration(grace) * time.Second)
 	return nil
+}
+
+// Stopping reports whether pod uid is being torn down and Finalize will
+// write its last status and delete it from the API once its containers are
+// gone. Virtual-kubelet deletes a deleted pod from the API when its grace
+// period ends, before the containers killed then are gone: the agent lets it
+// not (see the agent's podClient), so that a pod never goes with phase
+// Running, as under kubelet.
+func (p *Provider) Stopping(uid types.UID) bool {
+	p.mu.Lock()
+	w := p.workers[uid]
+	p.mu.Unlock()
+	if w == nil || p.cfg.Finalize == nil {
+		return false
+	}
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.terminating && w.pod != nil
 }
 
 // removed forgets a pod once its worker has cleaned up.

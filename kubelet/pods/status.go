@@ -55,6 +55,10 @@ type view struct {
 	// probes are the probe results of the running containers that have
 	// probes, by name; a running container without is started and ready.
 	probes map[string]probeState
+	// terminal: the pod was deleted and everything of it has stopped; its
+	// phase is terminal, as kubelet's status manager makes a deleted pod's
+	// (TerminatePod): never Running for a pod about to be gone.
+	terminal bool
 }
 
 // latest returns the instances of container name, newest attempt first.
@@ -299,6 +303,7 @@ func (v *view) status() corev1.PodStatus {
 		appReason = "ContainerCreating"
 	}
 	allDone, allOK, anyRun := true, true, false
+	succeeded := true // every main container ended with 0
 	for i := range pod.Spec.Containers {
 		c := &pod.Spec.Containers[i]
 		cs := v.containerStatus(c, false, appReason)
@@ -310,6 +315,9 @@ func (v *view) status() corev1.PodStatus {
 			anyRun = true
 		}
 		t := cs.State.Terminated
+		if t == nil || t.ExitCode != 0 {
+			succeeded = false
+		}
 		if t == nil || restarts(policy, false, t.ExitCode) {
 			allDone = false
 			continue
@@ -322,6 +330,10 @@ func (v *view) status() corev1.PodStatus {
 	switch {
 	case v.failed != nil:
 		st.Phase, st.Reason, st.Message = corev1.PodFailed, v.failed.Reason, v.failed.Message
+	case v.terminal && succeeded:
+		st.Phase = corev1.PodSucceeded
+	case v.terminal:
+		st.Phase = corev1.PodFailed
 	case initFailed:
 		st.Phase = corev1.PodFailed
 	case !initDone:

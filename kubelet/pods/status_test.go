@@ -64,6 +64,7 @@ func TestStatus(t *testing.T) {
 		probes    map[string]probeState
 		readyOf   map[string]bool // containers whose ready is true
 		started   map[string]bool // containers whose started is true
+		terminal  bool            // deleted, everything stopped
 	}{
 		{name: "nothing yet", pod: pod(corev1.RestartPolicyAlways, nil, "a"), phase: corev1.PodPending, initDone: true,
 			stateOf: map[string]string{"a": "Waiting:ContainerCreating"}},
@@ -168,9 +169,25 @@ func TestStatus(t *testing.T) {
 			stateOf: map[string]string{"a": "Waiting:ErrImagePull"}},
 		{name: "rejected", pod: pod(corev1.RestartPolicyAlways, nil, "a"), failed: &waiting{"OutOfmemory", "no"},
 			phase: corev1.PodFailed, initDone: false, stateOf: map[string]string{}},
+		// A deleted pod's last status is terminal, whatever its restart
+		// policy: never Running for a pod about to be gone.
+		{name: "deleted, killed: Failed", pod: pod(corev1.RestartPolicyAlways, nil, "a"), terminal: true,
+			insts: []instance{exited("a", 0, 137)}, phase: corev1.PodFailed, initDone: true,
+			stateOf: map[string]string{"a": "Terminated"}},
+		{name: "deleted, exited 0: Succeeded", pod: pod(corev1.RestartPolicyAlways, nil, "a", "b"), terminal: true,
+			insts: []instance{exited("a", 0, 0), exited("b", 0, 0)}, phase: corev1.PodSucceeded, initDone: true,
+			stateOf: map[string]string{"a": "Terminated", "b": "Terminated"}},
+		{name: "deleted, one of two killed: Failed", pod: pod(corev1.RestartPolicyOnFailure, nil, "a", "b"), terminal: true,
+			insts: []instance{exited("a", 0, 0), exited("b", 0, 137)}, phase: corev1.PodFailed, initDone: true,
+			stateOf: map[string]string{"a": "Terminated", "b": "Terminated"}},
+		{name: "deleted before it started: Failed", pod: pod(corev1.RestartPolicyAlways, nil, "a"), terminal: true,
+			phase: corev1.PodFailed, initDone: true, stateOf: map[string]string{"a": "Waiting:ContainerCreating"}},
+		{name: "deleted in its init phase: Failed", pod: pod(corev1.RestartPolicyAlways, []string{"i"}, "a"), terminal: true,
+			insts: []instance{exited("i", 0, 137)}, phase: corev1.PodFailed,
+			stateOf: map[string]string{"i": "Terminated", "a": "Waiting:PodInitializing"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			v := &view{pod: tc.pod, instances: tc.insts, waiting: tc.waiting, failed: tc.failed, probes: tc.probes}
+			v := &view{pod: tc.pod, instances: tc.insts, waiting: tc.waiting, failed: tc.failed, probes: tc.probes, terminal: tc.terminal}
 			st := v.status()
 			if tc.failed != nil && (st.Reason != tc.failed.Reason || st.Message != tc.failed.Message || len(st.ContainerStatuses) != 0) {
 				t.Errorf("rejected: reason %q, message %q, %d container statuses", st.Reason, st.Message, len(st.ContainerStatuses))

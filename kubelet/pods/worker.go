@@ -117,6 +117,13 @@ func (w *worker) terminate(grace time.Duration) {
 	w.wake()
 }
 
+// isTerminating reports whether the pod is being deleted.
+func (w *worker) isTerminating() bool {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.terminating
+}
+
 func (w *worker) wake() {
 	select {
 	case w.kick <- struct{}{}:
@@ -456,15 +463,32 @@ func (w *worker) clearWaiting(name string) {
 	w.mu.Unlock()
 }
 
-// publish computes the status and hands it to virtual-kubelet if it changed.
+// publish computes the status and hands it to virtual-kubelet if it changed
+// and may be published (mayPublish).
 func (w *worker) publish(pod *corev1.Pod, insts []instance) {
+	if out, changed := w.statusOf(pod, insts, false); changed {
+		w.log.WithField("phase", out.Status.Phase).Debug("status published")
+		w.p.publish(out)
+	}
+}
+
+// statusOf returns pod with its status computed from insts, and whether it
+// changed and may be published (mayPublish); final is the last status of a
+// deleted pod whose every container has stopped: its phase is terminal.
+func (w *worker) statusOf(pod *corev1.Pod, insts []instance, final bool) (*corev1.Pod, bool) {
 	w.mu.Lock()
+	terminating := w.terminating
 	v := &view{pod: pod, instances: insts, waiting: map[string]waiting{}, failed: w.failed,
-		hostIP: w.p.cfg.HostIP, started: w.started, prev: w.status, probes: w.probeStates(), resize: w.resizing}
+		hostIP: w.p.cfg.HostIP, started: w.started, prev: w.status, probes: w.probeStates(), resize: w.resizing,
+		terminal: final}
 	for k, x := range w.waiting {
 		v.waiting[k] = x
 	}
 	w.mu.Unlock()
+	if !mayPublish(final, terminating, w.p.inAPI(pod)) {
+		w.log.WithField("final", final).WithField("terminating", terminating).Debug("status not published: the pod is being deleted or gone")
+		return nil, false
+	}
 	if pod.Spec.HostNetwork && w.p.cfg.HostIP != "" {
 		v.podIPs = []string{w.p.cfg.HostIP}
 	} else {
@@ -477,12 +501,9 @@ func (w *worker) publish(pod *corev1.Pod, insts []instance) {
 		w.status = &st
 	}
 	w.mu.Unlock()
-	if !same {
-		out := pod.DeepCopy()
-		out.Status = st
-		w.log.WithField("phase", st.Phase).Debug("status published")
-		w.p.publish(out)
-	}
+	out := pod.DeepCopy()
+	out.Status = st
+	return out, !same
 }
 
 // stop kills every running task of the pod (SIGTERM, SIGKILL after grace),
@@ -553,21 +574,30 @@ func (w *worker) stop(ctx context.Context, insts []instance, grace time.Duration
 	}
 	w.mu.Unlock()
 	_ = removeAll(w.p.podLogDir(pod))
-	// Every container terminated: virtual-kubelet then deletes the pod.
+	// Every container terminated, the phase terminal.
 	for i := range final {
 		if !final[i].Exited {
 			final[i].Exited, final[i].Running, final[i].FinishedAt = true, false, time.Now()
 			final[i].ExitCode, final[i].Reason = 137, "Error"
 		}
 	}
+	var out *corev1.Pod
+	changed := false
 	if w.pod != nil {
-		w.publish(pod, final)
+		out, changed = w.statusOf(pod, final, true)
 	}
 	w.p.removed(w.uid)
-	if w.pod != nil && w.p.cfg.Finalize != nil {
-		if err := w.p.cfg.Finalize(ctx, pod.Namespace, pod.Name, pod.UID); err != nil {
-			w.log.WithError(err).Warn("delete the finished pod from the API")
+	switch {
+	case out != nil && w.p.cfg.Finalize != nil:
+		// The last status, then the deletion, in that order: through
+		// virtual-kubelet's queue the status could come after the pod
+		// went, which would go with phase Running.
+		if err := w.p.cfg.Finalize(ctx, out); err != nil {
+			w.log.WithError(err).Warn("write the finished pod's last status and delete it from the API")
 		}
+	case changed:
+		// Virtual-kubelet deletes the pod once it has seen it.
+		w.p.publish(out)
 	}
 }
 
