@@ -7,6 +7,10 @@
 // of the task API's gRPC service (google.golang.org/grpc, initialised at
 // start, was half the shim's binary and a third of its anonymous memory)
 // and without its plugin registry: one service, given by the caller.
+//
+// Adapted from containerd's pkg/shim (Copyright The containerd Authors,
+// Apache License 2.0): its flags, actions, socket addresses and event
+// publisher, kept as containerd's shims behave.
 package shim
 
 import (
