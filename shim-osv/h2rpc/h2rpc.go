@@ -47,6 +47,8 @@ const (
 	// and on the connection: large enough that it never sends a
 	// WINDOW_UPDATE (callers bound what they read).
 	window = 1 << 30
+	// initialWindow is the flow-control window each side starts with.
+	initialWindow = 65535
 	// maxFrame is the largest frame payload either side may send without
 	// a setting saying otherwise.
 	maxFrame = 16384
@@ -86,7 +88,7 @@ func call(conn net.Conn, method string, md map[string]string, body []byte, recv 
 	binary.BigEndian.PutUint32(settings[2:], window)
 	w.frame(frameSettings, 0, 0, settings[:])
 	var inc [4]byte
-	binary.BigEndian.PutUint32(inc[:], window-65535)
+	binary.BigEndian.PutUint32(inc[:], window-initialWindow)
 	w.frame(frameWindowUpdate, 0, 0, inc[:])
 
 	var hb bytes.Buffer
@@ -105,6 +107,11 @@ func call(conn net.Conn, method string, md map[string]string, body []byte, recv 
 		return fmt.Errorf("%s: request headers over %d bytes", method, maxFrame)
 	}
 	w.frame(frameHeaders, flagEndHeaders, stream, hb.Bytes())
+	if len(body)+5 > initialWindow {
+		// More would need the server's WINDOW_UPDATEs; containerd's
+		// requests here are a name or a digest.
+		return fmt.Errorf("%s: request of %d bytes, over the %d an HTTP/2 stream may send at first", method, len(body), initialWindow-5)
+	}
 	msg := make([]byte, 5, 5+len(body))
 	binary.BigEndian.PutUint32(msg[1:], uint32(len(body)))
 	msg = append(msg, body...)
