@@ -17,13 +17,13 @@ import (
 	bootapi "github.com/containerd/containerd/api/runtime/bootstrap/v1"
 	"github.com/containerd/containerd/api/types"
 	"github.com/containerd/containerd/v2/core/mount"
-	"github.com/containerd/containerd/v2/defaults"
 	"github.com/containerd/containerd/v2/pkg/namespaces"
-	"github.com/containerd/containerd/v2/pkg/shim"
 	"github.com/containerd/log"
 
 	"github.com/feather-edge/feather/shim-osv/cri"
 	"github.com/feather-edge/feather/shim-osv/runcshim"
+	"github.com/feather-edge/feather/shim-osv/shim"
+	"github.com/feather-edge/feather/shim-osv/task"
 	"github.com/feather-edge/feather/shim-osv/vm"
 )
 
@@ -31,7 +31,7 @@ import (
 const Name = "io.containerd.osv.v1"
 
 // New returns the shim manager.
-func New() shim.Shim { return manager{} }
+func New() shim.Manager { return manager{} }
 
 // One shim daemon per container, or per pod under Kubernetes (containerd
 // sends all of a pod's containers to the shim of its sandbox).
@@ -54,7 +54,7 @@ func (manager) Start(ctx context.Context, opts *bootapi.BootstrapParams) (_ *boo
 	id := opts.GetInstanceID()
 	socketDir := opts.GetSocketDir()
 	if socketDir == "" {
-		socketDir = defaultSocketDir
+		socketDir = shim.DefaultSocketDir
 	}
 	cwd, err := os.Getwd()
 	if err != nil {
@@ -121,9 +121,6 @@ func (manager) Start(ctx context.Context, opts *bootapi.BootstrapParams) (_ *boo
 // when it exits (see main); the daemon unsets it.
 const SocketEnv = "FEATHER_OSV_SHIM_SOCKET"
 
-// defaultSocketDir is where containerd puts shim sockets by default.
-var defaultSocketDir = filepath.Join(defaults.DefaultStateDir, "s")
-
 // socketKey makes this shim's socket name differ from the one the runc shim
 // computes for the same group (the SHA-256 of ADDRESS/NAMESPACE/GROUP): the
 // daemon starts runc shims for the pod's sandbox and other containers that
@@ -132,7 +129,7 @@ const socketKey = "feather-osv"
 
 // socketAddress is the daemon's socket for group.
 func socketAddress(ctx context.Context, socketDir, grpcAddress, group string) (string, error) {
-	return shim.CreateSocketAddress(ctx, socketDir, grpcAddress, group+"/"+socketKey, false)
+	return shim.SocketAddress(ctx, socketDir, grpcAddress, group+"/"+socketKey)
 }
 
 // group is the id whose daemon runs the container of bundle: its pod's
@@ -163,7 +160,7 @@ func (manager) Stop(ctx context.Context, id string) (shim.StopStatus, error) {
 	if f := flag.Lookup("address"); f != nil {
 		grpcAddress = f.Value.String()
 	}
-	socketDir := defaultSocketDir
+	socketDir := shim.DefaultSocketDir
 	if d, err := os.Readlink(filepath.Join(bundle, "s")); err == nil && d != "" {
 		socketDir = d
 	}
@@ -187,4 +184,30 @@ func (manager) Stop(ctx context.Context, id string) (shim.StopStatus, error) {
 // Info describes the runtime.
 func (manager) Info(ctx context.Context, _ io.Reader) (*types.RuntimeInfo, error) {
 	return &types.RuntimeInfo{Name: Name}, nil
+}
+
+// NewService returns the daemon's task service: VMs itself, other
+// containers through runc shims started with what containerd gave the
+// daemon (its bundle is its working directory; the socket directory is
+// where the start action's link "s" points). Without containerd's address
+// (tests), every container is taken for a VM.
+func NewService(ctx context.Context, d shim.Daemon) (shim.Service, error) {
+	var (
+		kinds task.KindSource
+		runc  *runcshim.Shims
+	)
+	if d.GRPCAddress != "" {
+		bundle, err := os.Getwd()
+		if err != nil {
+			return nil, err
+		}
+		socketDir := shim.DefaultSocketDir
+		if dir, err := os.Readlink(filepath.Join(bundle, "s")); err == nil && dir != "" {
+			socketDir = dir
+		}
+		kinds = task.NewContainerdKinds(d.GRPCAddress)
+		runc = runcshim.New(runcshim.Config{Namespace: d.Namespace, GRPCAddress: d.GRPCAddress,
+			TTRPCAddress: d.TTRPCAddress, SocketDir: socketDir, Debug: d.Debug, Bundle: bundle})
+	}
+	return task.New(ctx, d.Publisher, d.Shutdown, kinds, runc)
 }

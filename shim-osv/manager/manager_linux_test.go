@@ -13,10 +13,10 @@ import (
 
 	bootapi "github.com/containerd/containerd/api/runtime/bootstrap/v1"
 	"github.com/containerd/containerd/v2/pkg/namespaces"
-	"github.com/containerd/containerd/v2/pkg/shim"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 
 	"github.com/feather-edge/feather/shim-osv/cri"
+	"github.com/feather-edge/feather/shim-osv/shim"
 	"github.com/feather-edge/feather/shim-osv/vm"
 )
 
@@ -64,7 +64,7 @@ func TestSocketAddress(t *testing.T) {
 		}
 		return a
 	}
-	runc, err := shim.CreateSocketAddress(ctx, "/run/s", "/run/containerd/containerd.sock", "sb1", false)
+	runc, err := shim.SocketAddress(ctx, "/run/s", "/run/containerd/containerd.sock", "sb1")
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -26,15 +26,16 @@ import (
 	"time"
 
 	bootapi "github.com/containerd/containerd/api/runtime/bootstrap/v1"
-	taskAPI "github.com/containerd/containerd/api/runtime/task/v3"
 	apitask "github.com/containerd/containerd/api/types/task"
 	"github.com/containerd/containerd/v2/pkg/namespaces"
-	"github.com/containerd/containerd/v2/pkg/shim"
 	"github.com/containerd/errdefs"
 	"github.com/containerd/fifo"
 	"github.com/containerd/log"
 	"github.com/containerd/ttrpc"
 	"google.golang.org/protobuf/proto"
+
+	"github.com/feather-edge/feather/shim-osv/shim"
+	taskAPI "github.com/feather-edge/feather/shim-osv/taskapi"
 )
 
 // Binary is containerd's runc shim, looked up next to this binary, then on
@@ -348,7 +349,7 @@ func (s *Shims) args(id, action string) []string {
 }
 
 func dial(address string) (*ttrpc.Client, error) {
-	conn, err := shim.AnonDialer(address, 5*time.Second)
+	conn, err := shim.Dial(address, 5*time.Second)
 	if err != nil {
 		return nil, fmt.Errorf("connect to %s at %s: %w", Binary, address, err)
 	}

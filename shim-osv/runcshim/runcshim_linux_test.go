@@ -10,10 +10,11 @@ import (
 	"strings"
 	"testing"
 
-	taskAPI "github.com/containerd/containerd/api/runtime/task/v3"
 	"github.com/containerd/errdefs"
 	"github.com/containerd/ttrpc"
 	"google.golang.org/protobuf/types/known/emptypb"
+
+	taskAPI "github.com/feather-edge/feather/shim-osv/taskapi"
 )
 
 func TestDelegated(t *testing.T) {

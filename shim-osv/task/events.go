@@ -5,8 +5,9 @@ import (
 	"sync"
 
 	"github.com/containerd/containerd/v2/core/runtime"
-	"github.com/containerd/containerd/v2/pkg/shim"
 	"github.com/containerd/log"
+
+	"github.com/feather-edge/feather/shim-osv/shim"
 )
 
 // eventQueue publishes the shim's events to containerd one at a time, in the

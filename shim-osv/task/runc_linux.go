@@ -3,10 +3,10 @@ package task
 import (
 	"context"
 
-	taskAPI "github.com/containerd/containerd/api/runtime/task/v3"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 
 	"github.com/feather-edge/feather/shim-osv/runcshim"
+	taskAPI "github.com/feather-edge/feather/shim-osv/taskapi"
 )
 
 // runcBackend hands containers that are not VMs to runc shims.

@@ -17,9 +17,7 @@ import (
 	"sync"
 
 	eventstypes "github.com/containerd/containerd/api/events"
-	taskAPI "github.com/containerd/containerd/api/runtime/task/v3"
 	"github.com/containerd/containerd/v2/core/mount"
-	"github.com/containerd/containerd/v2/pkg/shim"
 	"github.com/containerd/containerd/v2/pkg/shutdown"
 	"github.com/containerd/errdefs"
 	"github.com/containerd/errdefs/pkg/errgrpc"
@@ -30,6 +28,8 @@ import (
 
 	"github.com/feather-edge/feather/shim-osv/cri"
 	"github.com/feather-edge/feather/shim-osv/runcshim"
+	"github.com/feather-edge/feather/shim-osv/shim"
+	taskAPI "github.com/feather-edge/feather/shim-osv/taskapi"
 	"github.com/feather-edge/feather/vmimage"
 )
 

@@ -12,7 +12,6 @@ import (
 	"time"
 
 	eventstypes "github.com/containerd/containerd/api/events"
-	taskAPI "github.com/containerd/containerd/api/runtime/task/v3"
 	apitask "github.com/containerd/containerd/api/types/task"
 	"github.com/containerd/containerd/v2/core/runtime"
 	"github.com/containerd/errdefs"
@@ -21,6 +20,7 @@ import (
 
 	"github.com/feather-edge/feather/shim-osv/cri"
 	"github.com/feather-edge/feather/shim-osv/runcshim"
+	taskAPI "github.com/feather-edge/feather/shim-osv/taskapi"
 	"github.com/feather-edge/feather/vmimage"
 )
 

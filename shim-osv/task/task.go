@@ -3,8 +3,9 @@ package task
 import (
 	"context"
 
-	taskAPI "github.com/containerd/containerd/api/runtime/task/v3"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
+
+	taskAPI "github.com/feather-edge/feather/shim-osv/taskapi"
 )
 
 // Task is one container of the shim, whichever way it runs — a VM, or a

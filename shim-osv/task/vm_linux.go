@@ -7,7 +7,6 @@ import (
 	"path/filepath"
 	"syscall"
 
-	taskAPI "github.com/containerd/containerd/api/runtime/task/v3"
 	apitask "github.com/containerd/containerd/api/types/task"
 	"github.com/containerd/containerd/v2/core/mount"
 	"github.com/containerd/errdefs"
@@ -17,6 +16,7 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/feather-edge/feather/osv"
+	taskAPI "github.com/feather-edge/feather/shim-osv/taskapi"
 	"github.com/feather-edge/feather/shim-osv/vm"
 )
 

@@ -224,7 +224,7 @@ func runDeployment(ctx context.Context, b *testing.B, c *cluster, name string, n
 
 // procsOf returns the live processes running exe whose command line holds
 // marker ("" for all).
-func procsOf(b *testing.B, exe, marker string) []leak.Proc {
+func procsOf(b testing.TB, exe, marker string) []leak.Proc {
 	b.Helper()
 	procs, err := leak.Named(exe)
 	if err != nil {
@@ -234,7 +234,7 @@ func procsOf(b *testing.B, exe, marker string) []leak.Proc {
 }
 
 // memOfAll returns the memory of each process procsOf finds.
-func memOfAll(b *testing.B, exe, marker string) []mem {
+func memOfAll(b testing.TB, exe, marker string) []mem {
 	b.Helper()
 	var ms []mem
 	for _, p := range procsOf(b, exe, marker) {

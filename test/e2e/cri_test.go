@@ -172,6 +172,12 @@ func TestCRI(t *testing.T) {
 			last = fmt.Sprintf("%q, %v", body, err)
 			return err == nil && body == "hello from feather guest\n", nil
 		}, &last)
+		// What the pod's shim daemon costs under a stock kubelet (it runs
+		// the pod's one VM and hands its sandbox to a runc shim).
+		for _, m := range memOfAll(t, "containerd-shim-osv-v1", n.ctrd.Dir) {
+			t.Logf("shim-osv of the pod: RSS %.1f MiB, PSS %.1f MiB, anon %.1f MiB (binary %.1f MiB)",
+				float64(m.RSS)/1024, float64(m.PSS)/1024, float64(m.Anon)/1024, float64(m.Exe)/1024)
+		}
 
 		// crictl sees the VM as the pod's container, with its cgroup's stats.
 		var ps struct {

@@ -7,23 +7,21 @@ import (
 	"context"
 	"os"
 
-	"github.com/containerd/containerd/v2/pkg/shim"
-
 	"github.com/feather-edge/feather/shim-osv/manager"
 	"github.com/feather-edge/feather/shim-osv/qemu"
-	_ "github.com/feather-edge/feather/shim-osv/task/plugin"
+	"github.com/feather-edge/feather/shim-osv/shim"
 )
 
 func main() {
 	qemu.RunProbeChild()
 	socket := os.Getenv(manager.SocketEnv) // set for the daemon only
 	os.Unsetenv(manager.SocketEnv)
-	// The shim waits for QEMU and virtiofsd itself; containerd's reaper
-	// would take their exit statuses.
-	shim.RunShim(context.Background(), manager.New(), func(c *shim.Config) { c.NoReaper = true; c.NoSubreaper = true })
+	// The shim waits for QEMU and virtiofsd itself: it reaps no other
+	// child and is no subreaper.
+	shim.Run(context.Background(), manager.New(), manager.NewService)
 	if socket != "" {
-		// Its name is this shim's own (see manager), which pkg/shim does
-		// not know to remove.
+		// Its name is this shim's own (see manager), which the daemon's
+		// socket cleanup does not know.
 		_ = shim.RemoveSocket(socket)
 	}
 }
