@@ -89,9 +89,11 @@ var ErrNoHelper = errors.New("no stdio helper")
 // paths ps. With input, what the caller writes goes to the container's
 // stdin, and CloseWrite ends the session's input (see the package's
 // documentation for what that does); without, what it writes is dropped.
-// The helper never writes to the connection; it closes it once it has ended
+// The helper never writes to the connection. It closes it once it has ended
 // (the container's output has ended and is all in the log), so a read that
-// returns tells the session that the log is complete. The error wraps
+// returns tells the session that the log is complete — or, for a session
+// whose input does not go on into a stdinOnce container, once the session's
+// input has ended. The error wraps
 // ErrNoHelper when there is no helper (the container does not take input,
 // or it has ended).
 func Dial(ctx context.Context, ps Paths, input bool) (*net.UnixConn, error) {

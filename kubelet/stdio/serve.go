@@ -141,11 +141,15 @@ func (h *stdin) serve(l *net.UnixListener) {
 // session copies what c sends to stdin until c's input ends; with
 // stdinOnce it then ends stdin. A session that gets no input (it asked for
 // none, or a stdinOnce container's input was taken) has what it sends
-// dropped. The connection stays open until the helper ends (close), so
-// that its end tells the session the log is complete.
+// dropped. The connection of a session with input to a stdinOnce container
+// stays open until the helper ends (close), since its end tells the
+// session, which goes on after its input, that the log is complete; any
+// other session ends when its input does (the agent ends it then, or has
+// gone), and its connection is closed at once.
 func (h *stdin) session(c *net.UnixConn) {
 	var kind [1]byte
 	if _, err := io.ReadFull(c, kind[:]); err != nil {
+		h.forget(c)
 		return
 	}
 	h.mu.Lock()
@@ -156,10 +160,14 @@ func (h *stdin) session(c *net.UnixConn) {
 	h.mu.Unlock()
 	if !input {
 		_, _ = io.Copy(io.Discard, c)
+		if !(h.once && kind[0] == kindInput) {
+			h.forget(c)
+		}
 		return
 	}
 	_, _ = io.Copy(h.w, c)
 	if !h.once {
+		h.forget(c)
 		return
 	}
 	if h.tty {
@@ -167,6 +175,14 @@ func (h *stdin) session(c *net.UnixConn) {
 		return
 	}
 	h.closeStdin()
+}
+
+// forget closes the connection of a session that has ended.
+func (h *stdin) forget(c *net.UnixConn) {
+	h.mu.Lock()
+	delete(h.conns, c)
+	h.mu.Unlock()
+	_ = c.Close()
 }
 
 func (h *stdin) closeStdin() {

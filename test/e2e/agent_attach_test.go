@@ -44,7 +44,14 @@ func TestAgentAttach(t *testing.T) {
 		if err := c.agent.Start(); err != nil {
 			t.Fatal(err)
 		}
-		// The helper went on: a second session reaches the same cat.
+		// Once the restarted agent serves the pod again, a second session
+		// reaches the same cat: its helper went on.
+		var last string
+		waitFor(t, "the restarted agent serving cat's log", time.Minute, func(ctx context.Context) (bool, error) {
+			out, err := c.kubectl(ctx, t, "logs", "cat")
+			last = fmt.Sprintf("%q, %v", out, err)
+			return err == nil && strings.Contains(out, "hello attach"), nil
+		}, &last)
 		c.attachEcho(ctx, t, "cat", "after restart")
 		if out, err := c.kubectl(ctx, t, "logs", "cat"); err != nil || !strings.Contains(out, "hello attach\nafter restart\n") {
 			t.Errorf("kubectl logs cat after the restart: %q, %v", out, err)
@@ -52,6 +59,13 @@ func TestAgentAttach(t *testing.T) {
 		if p := c.pod(ctx, t, "cat"); len(p.Status.ContainerStatuses) != 1 || p.Status.ContainerStatuses[0].RestartCount != 0 {
 			t.Errorf("cat restarted: %+v", p.Status.ContainerStatuses)
 		}
+	})
+
+	t.Run("debug -i", func(t *testing.T) {
+		// An ephemeral container with stdin (kubectl debug -i) in the
+		// process namespace of cat.
+		c.typeLine(ctx, t, []string{"debug", "-i", "cat", "--image=" + c.busybox, "--target=c", "--", "sh", "-c", "read x; echo got $x"},
+			"hello debug", "got hello debug")
 	})
 
 	overrides := `{"apiVersion":"v1","spec":{"terminationGracePeriodSeconds":3,"tolerations":[{"key":"virtual-kubelet.io/provider","operator":"Exists"}]}}`
@@ -126,7 +140,15 @@ func TestAgentAttach(t *testing.T) {
 // from cat and ends the input, which ends the session.
 func (c *cluster) attachEcho(ctx context.Context, t *testing.T, pod, line string) {
 	t.Helper()
-	cmd := c.kubectlCmd(ctx, t, "attach", "-i", pod)
+	c.typeLine(ctx, t, []string{"attach", "-i", pod}, line, line)
+}
+
+// typeLine runs kubectl with args and its input on a pipe, as a user at it
+// would: types line, waits for a line of output that is want, then ends the
+// input; kubectl must then end, successfully.
+func (c *cluster) typeLine(ctx context.Context, t *testing.T, args []string, line, want string) {
+	t.Helper()
+	cmd := c.kubectlCmd(ctx, t, args...)
 	in, err := cmd.StdinPipe()
 	if err != nil {
 		t.Fatal(err)
@@ -142,40 +164,43 @@ func (c *cluster) attachEcho(ctx context.Context, t *testing.T, pod, line string
 	}
 	exited := make(chan error, 1)
 	go func() { exited <- cmd.Wait() }()
-	got := make(chan string, 1)
+	got := make(chan bool, 1)
+	var seen syncOutput
 	go func() {
 		sc := bufio.NewScanner(stdout)
+		found := false
 		for sc.Scan() {
-			if sc.Text() == line {
-				got <- sc.Text()
-				break
+			fmt.Fprintln(&seen, sc.Text())
+			if sc.Text() == want && !found {
+				found = true
+				got <- true
 			}
 		}
-		_, _ = io.Copy(io.Discard, stdout)
-		close(got)
+		if !found {
+			got <- false
+		}
 	}()
-	// kubectl sends input once its streams are up; until the echo comes
-	// back, the line may have gone to a session not yet reading (none is
-	// lost: it is cat's stdin either way).
+	// kubectl sends its input once its streams are up; what comes before
+	// waits in the pipe.
 	if _, err := fmt.Fprintln(in, line); err != nil {
 		t.Fatal(err)
 	}
 	select {
-	case l, ok := <-got:
-		if !ok || l != line {
-			t.Errorf("kubectl attach -i %s: %q not echoed; stderr %q", pod, line, stderr.String())
+	case ok := <-got:
+		if !ok {
+			t.Errorf("kubectl %s: no line %q in its output %q; stderr %q", strings.Join(args, " "), want, seen.String(), stderr.String())
 		}
 	case <-time.After(time.Minute):
-		t.Errorf("kubectl attach -i %s: no echo of %q in a minute; stderr %q", pod, line, stderr.String())
+		t.Errorf("kubectl %s: no line %q in a minute (output %q); stderr %q", strings.Join(args, " "), want, seen.String(), stderr.String())
 	}
 	in.Close()
 	select {
 	case err := <-exited:
 		if err != nil {
-			t.Errorf("kubectl attach -i %s: %v; stderr %q", pod, err, stderr.String())
+			t.Errorf("kubectl %s: %v; stderr %q", strings.Join(args, " "), err, stderr.String())
 		}
 	case <-time.After(30 * time.Second):
-		t.Errorf("kubectl attach -i %s did not end with its input; stderr %q", pod, stderr.String())
+		t.Errorf("kubectl %s did not end with its input; stderr %q", strings.Join(args, " "), stderr.String())
 		_ = cmd.Process.Kill()
 		<-exited
 	}
