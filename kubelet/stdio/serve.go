@@ -109,7 +109,8 @@ type stdin struct {
 	tty    bool
 	once   bool // stdinOnce
 	used   bool // a session took the input (stdinOnce: no later one does)
-	closed bool
+	closed bool // stdin is closed
+	ended  bool // the helper is ending: no more sessions
 	conns  map[*net.UnixConn]struct{}
 }
 
@@ -124,7 +125,7 @@ func (h *stdin) serve(l *net.UnixListener) {
 			continue
 		}
 		h.mu.Lock()
-		if h.closed {
+		if h.ended {
 			h.mu.Unlock()
 			_ = c.Close()
 			continue
@@ -199,6 +200,7 @@ func (h *stdin) close() {
 	h.closeStdin()
 	h.mu.Lock()
 	defer h.mu.Unlock()
+	h.ended = true
 	for c := range h.conns {
 		_ = c.Close()
 	}
