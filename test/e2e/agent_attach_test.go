@@ -31,6 +31,7 @@ func TestAgentAttach(t *testing.T) {
 	cat := newPod("cat", corev1.RestartPolicyAlways, corev1.Container{Name: "c", Image: c.busybox, Command: []string{"cat"}, Stdin: true})
 	c.create(ctx, t, cat)
 	c.waitPod(t, "cat", 2*time.Minute, phase(corev1.PodRunning))
+	c.waitKubeletAPI(t)
 
 	t.Run("attach stdin", func(t *testing.T) {
 		c.attachEcho(ctx, t, "cat", "hello attach")
@@ -46,6 +47,7 @@ func TestAgentAttach(t *testing.T) {
 		}
 		// Once the restarted agent serves the pod again, a second session
 		// reaches the same cat: its helper went on.
+		c.waitKubeletAPI(t)
 		var last string
 		waitFor(t, "the restarted agent serving cat's log", time.Minute, func(ctx context.Context) (bool, error) {
 			out, err := c.kubectl(ctx, t, "logs", "cat")
@@ -204,6 +206,19 @@ func (c *cluster) typeLine(ctx context.Context, t *testing.T, args []string, lin
 		_ = cmd.Process.Kill()
 		<-exited
 	}
+}
+
+// waitKubeletAPI waits until the agent's kubelet API answers through the
+// API server's node proxy: it serves once the node's serving certificate
+// is approved and issued.
+func (c *cluster) waitKubeletAPI(t *testing.T) {
+	t.Helper()
+	var last string
+	waitFor(t, "the kubelet API serving", 2*time.Minute, func(ctx context.Context) (bool, error) {
+		b, err := c.kube.CoreV1().RESTClient().Get().AbsPath("/api/v1/nodes", c.agent.Name, "proxy", "healthz").DoRaw(ctx)
+		last = fmt.Sprintf("%q, %v", b, err)
+		return err == nil && string(b) == "ok", nil
+	}, &last)
 }
 
 // waitPodGone waits until pod is deleted from the API.
