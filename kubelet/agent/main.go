@@ -16,11 +16,15 @@ import (
 	"k8s.io/apimachinery/pkg/api/resource"
 
 	"github.com/feather-edge/feather/kubelet/logs"
+	"github.com/feather-edge/feather/kubelet/stdio"
 )
 
 // Main runs the agent with command-line args (without the program name)
 // and returns the exit code.
 func Main(args []string) int {
+	if len(args) > 0 && args[0] == stdio.Mode {
+		return stdio.Main(args[1:]) // the helper of a container with stdin
+	}
 	if len(args) > 0 && !strings.HasPrefix(args[0], "-") {
 		return criLog(args) // containerd's shim passes the pairs in any order
 	}

@@ -93,7 +93,10 @@ func Read(ctx context.Context, path string, opts Options, done <-chan struct{}, 
 // NewReader opens the log file at path and returns a reader of what [Read]
 // would write: a goroutine reads the file into a pipe as the returned reader
 // is read, so a virtual-kubelet provider's GetContainerLogs can return it as
-// it is. A file that cannot be opened is an error here, not in the reader.
+// it is. Where the reader starts (opts.Tail) is taken from the log as it is
+// when NewReader returns: with Tail 0, the reader shows exactly what is
+// appended after that (kubectl attach). A file that cannot be opened is an
+// error here, not in the reader.
 // The reader ends with io.EOF where Read would return nil and with Read's
 // error otherwise. The caller must Close it; Close stops the goroutine, even
 // one that follows, and returns once it has closed the file.
@@ -102,13 +105,18 @@ func NewReader(ctx context.Context, path string, opts Options, done <-chan struc
 	if err != nil {
 		return nil, err
 	}
-	ctx, cancel := context.WithCancel(ctx)
 	pr, pw := io.Pipe()
+	j, start, err := begin(set, opts, pw)
+	if err != nil {
+		set.Close()
+		return nil, err
+	}
+	ctx, cancel := context.WithCancel(ctx)
 	r := &pipeReader{PipeReader: pr, cancel: cancel, done: make(chan struct{})}
 	go func() {
 		defer close(r.done)
 		defer set.Close()
-		pw.CloseWithError(read(ctx, set, opts, done, pw))
+		pw.CloseWithError(j.read(ctx, set, start, done))
 	}()
 	return r, nil
 }
@@ -129,6 +137,16 @@ func (r *pipeReader) Close() error {
 }
 
 func read(ctx context.Context, set *logSet, opts Options, done <-chan struct{}, w io.Writer) error {
+	j, start, err := begin(set, opts, w)
+	if err != nil {
+		return err
+	}
+	return j.read(ctx, set, start, done)
+}
+
+// begin returns the joiner that writes set's lines to w and the offset in
+// set where it starts, as opts says.
+func begin(set *logSet, opts Options, w io.Writer) (*joiner, int64, error) {
 	var (
 		start int64
 		err   error
@@ -139,10 +157,15 @@ func read(ctx context.Context, set *logSet, opts Options, done <-chan struct{}, 
 	}
 	if opts.Tail >= 0 {
 		if start, j.skip, err = tailStart(set, set.size(), opts.Tail); err != nil {
-			return fmt.Errorf("read log %s: %w", set.path, err)
+			return nil, 0, fmt.Errorf("read log %s: %w", set.path, err)
 		}
 	}
-	err = j.copy(ctx, set.reader(start, opts.Follow), set.path, opts.Follow, done)
+	return j, start, nil
+}
+
+// read copies set's lines from offset start; see Read.
+func (j *joiner) read(ctx context.Context, set *logSet, start int64, done <-chan struct{}) error {
+	err := j.copy(ctx, set.reader(start, j.opts.Follow), set.path, j.opts.Follow, done)
 	if errors.Is(err, errLimit) {
 		return nil
 	}

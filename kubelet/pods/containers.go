@@ -17,7 +17,6 @@ import (
 	"github.com/containerd/containerd/v2/core/remotes"
 	"github.com/containerd/containerd/v2/core/remotes/docker"
 	"github.com/containerd/containerd/v2/core/remotes/docker/config"
-	"github.com/containerd/containerd/v2/pkg/cio"
 	"github.com/containerd/containerd/v2/pkg/oci"
 	"github.com/containerd/errdefs"
 	"github.com/containerd/log"
@@ -29,6 +28,7 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 
 	"github.com/feather-edge/feather/kubelet/logs"
+	"github.com/feather-edge/feather/kubelet/stdio"
 	"github.com/feather-edge/feather/osv"
 	"github.com/feather-edge/feather/vmimage"
 )
@@ -257,6 +257,9 @@ func (p *Provider) removeContainer(ctx context.Context, id string) error {
 			return fmt.Errorf("delete task %s: %w", id, err)
 		}
 	}
+	// The helper of a container with stdin ends with the task; this is in
+	// case it could not (it was killed).
+	_ = stdio.RemoveAll(p.stdioDir(), id)
 	if err := c.Delete(ctx, client.WithSnapshotCleanup); err != nil && !errdefs.IsNotFound(err) {
 		return fmt.Errorf("delete container %s: %w", id, err)
 	}
@@ -321,6 +324,9 @@ func (w *worker) start(ctx context.Context, pod *corev1.Pod, c *corev1.Container
 	}
 	if runtime == p.cfg.Runtimes["runc"] {
 		specOpts = append(specOpts, withCgroupMount(c))
+		if c.TTY {
+			specOpts = append(specOpts, oci.WithTTY)
+		}
 	}
 	specOpts = append(specOpts, extra...)
 	snapshotter := p.snapshotterFor(runtime)
@@ -344,8 +350,16 @@ func (w *worker) start(ctx context.Context, pod *corev1.Pod, c *corev1.Container
 	if err := os.MkdirAll(strings.TrimSuffix(logPath, "/"+fmt.Sprint(attempt)+".log"), 0o755); err != nil {
 		return err
 	}
-	task, err := cont.NewTask(ctx, cio.LogURI(p.logURI(logPath)))
+	creator, helper, err := p.taskIO(ctx, c, id, logPath, runtime == p.cfg.Runtimes["runc"])
 	if err != nil {
+		_ = p.removeContainer(ctx, id)
+		return fmt.Errorf("create task of %s: %w", c.Name, err)
+	}
+	task, err := cont.NewTask(ctx, creator)
+	if err != nil {
+		if helper != nil {
+			helper.Stop()
+		}
 		_ = p.removeContainer(ctx, id)
 		return fmt.Errorf("create task of %s: %w", c.Name, err)
 	}

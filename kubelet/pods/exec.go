@@ -9,11 +9,13 @@ import (
 	"path/filepath"
 	"sync"
 	"syscall"
+	"time"
 
 	"github.com/containerd/containerd/v2/client"
 	"github.com/containerd/containerd/v2/pkg/cio"
 	"github.com/containerd/errdefs"
 	"github.com/containerd/log"
+	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"github.com/virtual-kubelet/virtual-kubelet/node/api"
 	corev1 "k8s.io/api/core/v1"
 )
@@ -138,6 +140,23 @@ func (p *Provider) execIn(ctx context.Context, in instance, cmd []string, eio Ex
 	pspec.Args = cmd
 	pspec.Terminal = eio.TTY
 	pspec.ConsoleSize = nil
+	if eio.TTY && eio.Resize != nil {
+		// The terminal's first size (kubectl sends it as the stream
+		// opens) is the process's from its start: runc sets a console's
+		// size before the process runs. Set by a resize after the start
+		// instead, a program that reads it at once (stty size) could find
+		// 0x0, which busybox reports with a stale errno ("No child
+		// processes").
+		select {
+		case sz, ok := <-eio.Resize:
+			if ok && sz.Width > 0 && sz.Height > 0 {
+				pspec.ConsoleSize = &specs.Box{Width: uint(sz.Width), Height: uint(sz.Height)}
+			}
+		case <-time.After(firstSizeWait):
+		case <-ctx.Done():
+			return -1, fmt.Errorf("exec %q in %s: %w", cmd[0], in.Name, ctx.Err())
+		}
+	}
 
 	// Closing the process's stdin once Stdin is drained needs the process
 	// started; started is closed then, and proc set before.
@@ -238,6 +257,10 @@ func (p *Provider) execIn(ctx context.Context, in instance, cmd []string, eio Ex
 	}
 	return int(code), nil
 }
+
+// firstSizeWait is how long an exec with a terminal waits for the client's
+// first terminal size before it starts the process without one.
+const firstSizeWait = time.Second
 
 // eofReader calls eof once its reader is drained.
 type eofReader struct {

@@ -7,6 +7,7 @@ import (
 	"net/http/httptest"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -62,5 +63,57 @@ func TestRunHook(t *testing.T) {
 	}
 	if !strings.HasPrefix(ua, "kube-lifecycle/") {
 		t.Errorf("User-Agent %q", ua)
+	}
+}
+
+// TestAfterStart: postStart runs after every start of a container — the
+// first, a restart, the restart of an in-place resize (its new run is the
+// latest and runs) — and only on a run that runs.
+func TestAfterStart(t *testing.T) {
+	var (
+		mu   sync.Mutex
+		hits []string
+	)
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		hits = append(hits, r.URL.Path)
+		mu.Unlock()
+	}))
+	defer srv.Close()
+	host, portS, _ := net.SplitHostPort(srv.Listener.Addr().String())
+	port, _ := strconv.Atoi(portS)
+	p := &Provider{cfg: Config{HostIP: host, Runtimes: map[string]string{"runc": "io.containerd.runc.v2"}}}
+	w := &worker{p: p, hookCtx: context.Background()}
+	pod := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: "ns", Name: "p", UID: "u1"}, Spec: corev1.PodSpec{HostNetwork: true}}
+	hooked := &corev1.Container{Name: "c", Lifecycle: &corev1.Lifecycle{PostStart: &corev1.LifecycleHandler{
+		HTTPGet: &corev1.HTTPGetAction{Path: "/started", Port: intstr.FromInt(port)}}}}
+	run := func(attempt int, running bool) instance {
+		return instance{Name: "c", Attempt: attempt, Running: running, Exited: !running, Runtime: "io.containerd.runc.v2"}
+	}
+	for _, tc := range []struct {
+		name  string
+		c     *corev1.Container
+		insts []instance
+		hooks int
+	}{
+		{"first start", hooked, []instance{run(0, true)}, 1},
+		{"restart of a resize", hooked, []instance{run(0, false), run(1, true)}, 1},
+		{"the new run has exited already", hooked, []instance{run(1, false), run(0, false)}, 0},
+		{"no run", hooked, nil, 0},
+		{"no postStart", &corev1.Container{Name: "c"}, []instance{run(0, true)}, 0},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			mu.Lock()
+			hits = nil
+			mu.Unlock()
+			if err := w.afterStart(pod, tc.c, tc.insts); err != nil {
+				t.Fatal(err)
+			}
+			mu.Lock()
+			defer mu.Unlock()
+			if len(hits) != tc.hooks {
+				t.Errorf("postStart ran %d times (%q), want %d", len(hits), hits, tc.hooks)
+			}
+		})
 	}
 }

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/containerd/containerd/v2/client"
+	"github.com/containerd/containerd/v2/pkg/cio"
 	"github.com/containerd/containerd/v2/pkg/namespaces"
 	"github.com/containerd/log"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
@@ -25,6 +26,7 @@ import (
 	"github.com/feather-edge/feather/kubelet/dns"
 	"github.com/feather-edge/feather/kubelet/logs"
 	"github.com/feather-edge/feather/kubelet/podnet"
+	"github.com/feather-edge/feather/kubelet/stdio"
 )
 
 // Config is what the provider needs from the agent.
@@ -470,6 +472,47 @@ func (p *Provider) publish(pod *corev1.Pod) {
 // shim, so logs keep flowing while the agent restarts.
 func (p *Provider) logURI(path string) *url.URL {
 	return &url.URL{Scheme: "binary", Path: p.cfg.Logger, RawQuery: logs.LoggerQuery(path, p.cfg.LogRotation).Encode()}
+}
+
+// taskIO returns the IO of the task of container c (containerd ID id), whose
+// log is logPath: the binary:// logger, with a terminal if c has one, or, for
+// a container that takes input (stdin: true) and runs under runc, the fifos
+// of a stdio helper started here, returned too. A unikernel reads no input,
+// so its stdin is never connected. runc says the container runs under runc.
+func (p *Provider) taskIO(ctx context.Context, c *corev1.Container, id, logPath string, runc bool) (cio.Creator, *stdio.Helper, error) {
+	tty := c.TTY && runc
+	if !c.Stdin || !runc {
+		cfg := cio.Config{Stdout: p.logURI(logPath).String(), Stderr: p.logURI(logPath).String(), Terminal: tty}
+		return func(string) (cio.IO, error) { return logIO{cfg}, nil }, nil, nil
+	}
+	h, err := stdio.Start(ctx, p.cfg.Logger, stdio.Options{
+		Dir: stdio.PathsFor(p.stdioDir(), id).Dir, Log: logPath, Rotation: p.cfg.LogRotation,
+		TTY: tty, StdinOnce: c.StdinOnce,
+	})
+	if err != nil {
+		return nil, nil, err
+	}
+	ps := h.Paths()
+	cfg := cio.Config{Stdin: ps.Stdin, Stdout: ps.Stdout, Stderr: ps.Stderr, Terminal: tty}
+	if tty {
+		cfg.Stderr = "" // the terminal carries both streams
+	}
+	return func(string) (cio.IO, error) { return logIO{cfg}, nil }, h, nil
+}
+
+// logIO is the IO of a task whose streams someone else owns (a binary://
+// logger, as cio.LogURI's, or a stdio helper's fifos): the agent copies
+// nothing, and has nothing to wait for or close.
+type logIO struct{ cfg cio.Config }
+
+func (l logIO) Config() cio.Config { return l.cfg }
+func (logIO) Cancel()              {}
+func (logIO) Wait()                {}
+func (logIO) Close() error         { return nil }
+
+// stdioDir holds the directories of the containers' stdio helpers.
+func (p *Provider) stdioDir() string {
+	return filepath.Join(p.cfg.RunDir, "stdio")
 }
 
 // podLogDir is kubelet's /var/log/pods/<ns>_<name>_<uid>.

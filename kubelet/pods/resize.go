@@ -262,6 +262,20 @@ func (w *worker) resize(ctx context.Context, pod *corev1.Pod, insts []instance) 
 			}
 			if err := w.start(ctx, pod, ch.c, ch.init, ch.in.Attempt+1); err != nil {
 				errs = append(errs, fmt.Sprintf("restart %s: %v", ch.c.Name, err))
+				continue
+			}
+			// A restart is a start: kubelet runs postStart again. Its
+			// failure is the container's (killed, run again per
+			// restartPolicy), not the resize's.
+			if hasPostStart(ch.c) {
+				insts, err := w.p.instances(ctx, w.uid, w.wake)
+				if err != nil {
+					errs = append(errs, err.Error())
+					continue
+				}
+				if err := w.afterStart(pod, ch.c, insts); err != nil {
+					log.WithError(err).Warn("resize: postStart hook of the restarted container failed")
+				}
 			}
 			continue
 		}

@@ -420,19 +420,39 @@ func (w *worker) ensure(ctx context.Context, pod *corev1.Pod, c *corev1.Containe
 		w.p.events.Event(pod, corev1.EventTypeWarning, "Failed", err.Error())
 		return 10 * time.Second
 	}
-	if c.Lifecycle != nil && c.Lifecycle.PostStart != nil {
+	if hasPostStart(c) {
 		insts, err := w.p.instances(ctx, w.uid, w.wake)
-		if err == nil {
-			if runs := (&view{instances: insts}).runs(c.Name); len(runs) > 0 && runs[0].Running {
-				if err := w.postStart(w.p.ctx(w.hookCtx), pod, c, runs[0]); err != nil {
-					w.setWaiting(pod, c.Name, "PostStartHookError", err.Error())
-					return time.Second
-				}
-			}
+		if err == nil && w.afterStart(pod, c, insts) != nil {
+			return time.Second
 		}
 	}
 	w.clearWaiting(c.Name)
 	return time.Minute
+}
+
+func hasPostStart(c *corev1.Container) bool {
+	return c.Lifecycle != nil && c.Lifecycle.PostStart != nil
+}
+
+// afterStart runs the postStart hook of container c on its run just started
+// (the latest in insts, if it runs), as kubelet runs it after every start of
+// a container: its first, each restart per restartPolicy, and the restart
+// of an in-place resize whose resizePolicy is RestartContainer. A failed
+// hook has the run killed (see postStart) and the container recorded as
+// waiting with PostStartHookError; its error is returned.
+func (w *worker) afterStart(pod *corev1.Pod, c *corev1.Container, insts []instance) error {
+	if !hasPostStart(c) {
+		return nil
+	}
+	runs := (&view{instances: insts}).runs(c.Name)
+	if len(runs) == 0 || !runs[0].Running {
+		return nil
+	}
+	if err := w.postStart(w.p.ctx(w.hookCtx), pod, c, runs[0]); err != nil {
+		w.setWaiting(pod, c.Name, "PostStartHookError", err.Error())
+		return err
+	}
+	return nil
 }
 
 // setWaiting records why container name (or, with "", every container not

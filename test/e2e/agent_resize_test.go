@@ -32,8 +32,13 @@ func TestAgentResize(t *testing.T) {
 	}
 	box := newPod("box", corev1.RestartPolicyAlways,
 		corev1.Container{Name: "inplace", Image: c.busybox, Command: []string{"sleep", "3600"}, Resources: res("100m", "200m", "64Mi")},
+		// Its postStart hook counts its starts in an emptyDir: a restart
+		// by a resize is a start.
 		corev1.Container{Name: "restart", Image: c.busybox, Command: []string{"sleep", "3600"}, Resources: res("100m", "200m", "64Mi"),
-			ResizePolicy: []corev1.ContainerResizePolicy{{ResourceName: corev1.ResourceMemory, RestartPolicy: corev1.RestartContainer}}})
+			ResizePolicy: []corev1.ContainerResizePolicy{{ResourceName: corev1.ResourceMemory, RestartPolicy: corev1.RestartContainer}},
+			VolumeMounts: []corev1.VolumeMount{{Name: "hooks", MountPath: "/hooks"}},
+			Lifecycle:    &corev1.Lifecycle{PostStart: &corev1.LifecycleHandler{Exec: &corev1.ExecAction{Command: []string{"sh", "-c", "echo start >> /hooks/starts"}}}}})
+	box.Spec.Volumes = []corev1.Volume{{Name: "hooks", VolumeSource: corev1.VolumeSource{EmptyDir: &corev1.EmptyDirVolumeSource{}}}}
 	box.Spec.TerminationGracePeriodSeconds = ptrTo(int64(1)) // sleep ignores SIGTERM
 	vm := newPod("vm", corev1.RestartPolicyAlways, corev1.Container{Name: "c", Image: c.unikernel, Args: []string{"/httpd", "8080"}, Resources: res("100m", "200m", "128Mi")})
 	vm.Spec.RuntimeClassName = ptrTo("osv")
@@ -67,6 +72,17 @@ func TestAgentResize(t *testing.T) {
 	if q := cgroup("inplace", "cpu/cpu.cfs_quota_us", "cpu.max"); q != "20000" {
 		t.Errorf("before the resize: CPU quota %s, want 20000", q)
 	}
+	// waitStarts waits until the postStart hook has run want times.
+	waitStarts := func(t *testing.T, when, want string) {
+		t.Helper()
+		var n string
+		waitFor(t, "postStart "+when, 30*time.Second, func(ctx context.Context) (bool, error) {
+			out, err := c.kubectl(ctx, t, "exec", "box", "-c", "restart", "--", "cat", "/hooks/starts")
+			n = fmt.Sprintf("%q, %v", out, err)
+			return err == nil && out == want, nil
+		}, &n)
+	}
+	waitStarts(t, "before the resize", "start\n")
 
 	t.Run("in place and by restart", func(t *testing.T) {
 		want := res("150m", "300m", "96Mi")
@@ -106,6 +122,8 @@ func TestAgentResize(t *testing.T) {
 				t.Errorf("%s: memory limit %s after the resize, want %d", name, m, 96<<20)
 			}
 		}
+		// kubelet runs postStart for every start of a container.
+		waitStarts(t, "after the restart by a resize", "start\nstart\n")
 	})
 
 	t.Run("deferred", func(t *testing.T) {

@@ -5,7 +5,13 @@
 // writes both as the CRI log file at PATH, rotating it at BYTES and keeping
 // at most N files (kubelet's containerLogMaxSize and -Files). One runs per
 // container, so it is a program of its own, apart from the agent: it imports
-// only kubelet/logs, and each copy maps a 2 MB binary rather than the agent's.
+// only kubelet/logs (and kubelet/stdio), and each copy maps a 2.4 MB binary
+// rather than the agent's.
+//
+// `feather-cri-log stdio dir DIR cri-log PATH …` is the helper of a container
+// that takes input (stdin: true), which the agent starts: it owns the
+// container's stdio fifos in DIR, writes its output to the CRI log at PATH as
+// above and its attach sessions' input to its stdin (see kubelet/stdio).
 package main
 
 import (
@@ -13,9 +19,13 @@ import (
 	"os"
 
 	"github.com/feather-edge/feather/kubelet/logs"
+	"github.com/feather-edge/feather/kubelet/stdio"
 )
 
 func main() {
+	if len(os.Args) > 1 && os.Args[1] == stdio.Mode {
+		os.Exit(stdio.Main(os.Args[2:]))
+	}
 	path, rot, err := logs.ParseLoggerArgs(os.Args[1:])
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "feather-cri-log:", err)

@@ -1,0 +1,7 @@
+//go:build !linux
+
+package stdio
+
+import "syscall"
+
+func detached() *syscall.SysProcAttr { return nil }
