@@ -1,8 +1,8 @@
 // Package conformance is `make conformance`: it starts a harness cluster
 // whose only schedulable node is a Feather agent (with kube-proxy and the
 // cluster DNS), builds the e2e suite's test images that can be built here
-// (agnhost, busybox, pause) into the cluster's registry under the names the
-// suite expects (remapped with KUBE_TEST_REPO_LIST), runs the upstream
+// (agnhost, busybox, nonewprivs, pause) into the cluster's registry under
+// the names the suite expects (remapped with KUBE_TEST_REPO_LIST), runs the upstream
 // e2e.test — the [Conformance] specs of [sig-node] and the volume specs of
 // [sig-storage], not [Serial] or [Disruptive] — with the ginkgo CLI, reads
 // its JUnit report, prints the counts and writes the table of every spec
@@ -106,7 +106,7 @@ type config struct {
 
 // tools are the programs the run needs: _output/bin, from
 // `make deps-conformance`.
-type tools struct{ e2e, ginkgo, agnhost, kubectl string }
+type tools struct{ e2e, ginkgo, agnhost, nonewprivs, kubectl string }
 
 func findTools() (tools, error) {
 	var t tools
@@ -114,7 +114,7 @@ func findTools() (tools, error) {
 	for _, p := range []struct {
 		name string
 		dst  *string
-	}{{"e2e.test", &t.e2e}, {"ginkgo", &t.ginkgo}, {"agnhost", &t.agnhost}, {"kubectl", &t.kubectl}} {
+	}{{"e2e.test", &t.e2e}, {"ginkgo", &t.ginkgo}, {"agnhost", &t.agnhost}, {"nonewprivs", &t.nonewprivs}, {"kubectl", &t.kubectl}} {
 		var err error
 		if *p.dst, err = harness.Bin(p.name); err != nil {
 			errs = append(errs, err)
@@ -153,7 +153,7 @@ func run(cfg config) error {
 		r.Fatalf("%v", err)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
-	skipped, err := pushImages(ctx, env, c, t.agnhost, images)
+	skipped, err := pushImages(ctx, env, c, t, images)
 	cancel()
 	if err != nil {
 		r.Fatalf("%v", err)
@@ -320,12 +320,16 @@ func listImages(e2e string, envv []string) ([]string, error) {
 var imageName = regexp.MustCompile(`/([^/:]+):[^/]+$`)
 
 // pushImages builds and pushes, of images, those that can be built here —
-// agnhost, busybox, pause — under their exact references, and returns the
-// references of the others.
-func pushImages(ctx context.Context, env *harness.Env, c *harness.Cluster, agnhostBin string, images []string) ([]string, error) {
-	agnhost, err := os.ReadFile(agnhostBin)
+// agnhost, busybox, nonewprivs, pause — under their exact references, and
+// returns the references of the others.
+func pushImages(ctx context.Context, env *harness.Env, c *harness.Cluster, t tools, images []string) ([]string, error) {
+	agnhost, err := os.ReadFile(t.agnhost)
 	if err != nil {
 		return nil, fmt.Errorf("agnhost image: %w", err)
+	}
+	nnp, err := os.ReadFile(t.nonewprivs)
+	if err != nil {
+		return nil, fmt.Errorf("nonewprivs image: %w", err)
 	}
 	var skipped []string
 	for _, ref := range images {
@@ -347,6 +351,8 @@ func pushImages(ctx context.Context, env *harness.Env, c *harness.Cluster, agnho
 				err = harness.WriteAgnhostImage(tarball, local, agnhost)
 			case "busybox":
 				err = harness.WriteBusyboxImage(tarball, local)
+			case "nonewprivs":
+				err = harness.WriteNonewprivsImage(tarball, local, nnp)
 			case "pause":
 				err = harness.WritePauseImage(tarball, local)
 			default:

@@ -93,7 +93,7 @@ func UpdateReadme(path, table string) error {
 			"pods are what other end-to-end tests' leak checks look for): `make conformance` (`PROCS=N` ginkgo processes, default 6); " +
 			"`_output/bin/feather-conformance --focus REGEX` reruns some specs; `--report-only` rewrites the table from the last run. " +
 			"The images the suite needs are built here: agnhost (built from the pinned module, with busybox standing in for upstream's " +
-			"Alpine tools), busybox (Debian's busybox-static) and pause; nginx is not (no static nginx here), and no selected spec uses it.\n\n" + table
+			"Alpine tools), busybox (Debian's busybox-static), nonewprivs (its program built from the pinned module, setuid in a busybox image) and pause; nginx is not (no static nginx here), and no selected spec uses it.\n\n" + table
 	default:
 		return fmt.Errorf("update %s: the results table's markers are broken (want %q before %q)", path, tableBegin, tableEnd)
 	}

@@ -74,6 +74,16 @@ func WriteAgnhostImage(path, ref string, agnhost []byte) error {
 		[]string{"uploads/", "home/", "home/user-defined-in-image/"}, extra, []Link{{Name: "agnhost-2", Target: "agnhost"}})
 }
 
+// WriteNonewprivsImage writes, like WriteBusyboxImage, the upstream e2e
+// suite's nonewprivs image: its program (nnp, a static build of
+// k8s.io/kubernetes/test/images/nonewprivs, which prints its effective uid)
+// as /usr/local/bin/nnp, owned by root and setuid as upstream's Dockerfile
+// makes it, and upstream's command ["nnp"].
+func WriteNonewprivsImage(path, ref string, nnp []byte) error {
+	return writeImage(path, ref, ocispec.ImageConfig{Env: []string{"PATH=/usr/local/bin:/bin"}, Cmd: []string{"nnp"}},
+		[]string{"usr/", "usr/local/", "usr/local/bin/"}, []File{{Name: "usr/local/bin/nnp", Mode: 0o4755, Data: nnp}}, nil)
+}
+
 // etcPasswd and etcGroup are the accounts of busybox's own image.
 const (
 	etcPasswd = "root:x:0:0:root:/root:/bin/sh\ndaemon:x:1:1:daemon:/usr/sbin:/bin/false\nbin:x:2:2:bin:/bin:/bin/false\n" +

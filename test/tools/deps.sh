@@ -215,14 +215,14 @@ build_kubelet() {
 
 # The upstream e2e suite is a test binary: go test -c of k8s.io/kubernetes/test/e2e,
 # pinned by test/tools/conformance/go.mod to the control plane's version; with it
-# the ginkgo CLI that runs it in parallel processes, and agnhost, the program of
-# the suite's agnhost image (static: CGO_ENABLED=0).
+# the ginkgo CLI that runs it in parallel processes, and agnhost and nonewprivs,
+# the programs of the suite's agnhost and nonewprivs images (static: CGO_ENABLED=0).
 build_conformance() {
 	(cd "$ROOT/test/tools/conformance" && "${gobuild_env[@]}" go test -c -trimpath \
 		-ldflags "-s -w -X k8s.io/component-base/version.gitVersion=$KUBE_VERSION -X k8s.io/component-base/version.gitMajor=$KUBE_MAJOR -X k8s.io/component-base/version.gitMinor=$KUBE_MINOR" \
 		-o "$T/e2e.test" k8s.io/kubernetes/test/e2e &&
 		"${gobuild_env[@]}" go build -trimpath -ldflags "-s -w" -o "$T/" \
-			github.com/onsi/ginkgo/v2/ginkgo k8s.io/kubernetes/test/images/agnhost)
+			github.com/onsi/ginkgo/v2/ginkgo k8s.io/kubernetes/test/images/agnhost k8s.io/kubernetes/test/images/nonewprivs)
 }
 
 build_coredns() {
@@ -271,7 +271,7 @@ go_tools() {
 		die "test/tools/conformance pins k8s.io/kubernetes $cv but test/tools pins $KUBE_VERSION; fix: pin the same version in both go.mod files"
 	sum=$(cd "$ROOT/test/tools/conformance" && cat go.mod go.sum | sha256sum | cut -d' ' -f1)
 	group conformance "recipe=$RECIPE conformance=$sum go=$GOVERSION" "Kubernetes $KUBE_VERSION e2e suite" \
-		"$fixnet; if the error is in test/tools/conformance, run (cd test/tools/conformance && go mod tidy)" e2e.test ginkgo agnhost -- build_conformance
+		"$fixnet; if the error is in test/tools/conformance, run (cd test/tools/conformance && go mod tidy)" e2e.test ginkgo agnhost nonewprivs -- build_conformance
 
 	local dns
 	dns=$(cd "$ROOT/test/tools/coredns" && GOFLAGS=-mod=readonly GOWORK=off go list -m -f '{{.Version}}' github.com/coredns/coredns) ||
