@@ -683,9 +683,9 @@ func (w *worker) specOpts(ctx context.Context, pod *corev1.Pod, c *corev1.Contai
 	if q := *lr.CPU.Quota; q > 0 {
 		opts = append(opts, oci.WithCPUCFS(q, *lr.CPU.Period))
 	}
-	if req := c.Resources.Requests.Cpu(); req != nil && !req.IsZero() {
-		opts = append(opts, oci.WithCPUShares(*lr.CPU.Shares))
-	}
+	// Shares always: without a CPU request kubelet's 2, not the cgroup's
+	// default 1024 (a resize that adds a request would lower them).
+	opts = append(opts, oci.WithCPUShares(*lr.CPU.Shares))
 	if vm {
 		// A VM has no users, capabilities, seccomp or sysctls of the
 		// host's to apply; only runAsNonRoot, a check of the image, is.

@@ -72,6 +72,16 @@ func TestAgentResize(t *testing.T) {
 	if q := cgroup("inplace", "cpu/cpu.cfs_quota_us", "cpu.max"); q != "20000" {
 		t.Errorf("before the resize: CPU quota %s, want 20000", q)
 	}
+	// shares are kubelet's (request × 1024 / 1000) under v1; runc's
+	// conversion of them under v2 (cpu.weight).
+	shares := func(container string, want int) {
+		t.Helper()
+		weight := 1 + ((want-2)*9999)/262142
+		if got := cgroup(container, "cpu/cpu.shares", "cpu.weight"); got != fmt.Sprint(want) && got != fmt.Sprint(weight) {
+			t.Errorf("%s: cpu shares %s, want %d (v2 weight %d)", container, got, want, weight)
+		}
+	}
+	shares("inplace", 102)
 	// waitStarts waits until the postStart hook has run want times.
 	waitStarts := func(t *testing.T, when, want string) {
 		t.Helper()
@@ -115,6 +125,7 @@ func TestAgentResize(t *testing.T) {
 			}
 		}
 		for _, name := range []string{"inplace", "restart"} {
+			shares(name, 153)
 			if q := cgroup(name, "cpu/cpu.cfs_quota_us", "cpu.max"); q != "30000" {
 				t.Errorf("%s: CPU quota %s after the resize, want 30000 (%s)", name, q, last)
 			}
