@@ -39,16 +39,23 @@ func TestStatus(t *testing.T) {
 	if err := os.Symlink("/bin/sh", fake); err != nil {
 		t.Fatal(err)
 	}
+	// Each waits reading its stdin, a pipe never written (read is the
+	// shell's own: killing the shell leaves no child behind, as a sleep
+	// would be, holding what the test's files were — an e2e lock, say).
 	start := func(argv ...string) int {
 		cmd := exec.Command(argv[0], argv[1:]...)
+		in, err := cmd.StdinPipe()
+		if err != nil {
+			t.Fatal(err)
+		}
 		if err := cmd.Start(); err != nil {
 			t.Fatal(err)
 		}
-		t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
+		t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait(); _ = in.Close() })
 		return cmd.Process.Pid
 	}
-	serving := start(fake, "-c", "sleep 600; :", serveArg)
-	other := start("/bin/sh", "-c", "sleep 600; :", serveArg)
+	serving := start(fake, "-c", "read x; :", serveArg)
+	other := start("/bin/sh", "-c", "read x; :", serveArg)
 	exited := exec.Command("/bin/sh", "-c", ":")
 	if err := exited.Run(); err != nil {
 		t.Fatal(err)
