@@ -20,10 +20,12 @@ import (
 	"io"
 	"os"
 	"os/exec"
+	"os/signal"
 	"path/filepath"
 	"regexp"
 	"strconv"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/containerd/containerd/v2/pkg/namespaces"
@@ -135,13 +137,21 @@ func run(cfg config) error {
 		return err
 	}
 	if cfg.dryRun {
-		return suite(t, cfg, nil, os.Stdout, true)
+		return suite(context.Background(), t, cfg, nil, os.Stdout, true)
 	}
+	// A signal (^C, a SIGTERM) stops the suite and then the cluster, as
+	// the end of a run does: nothing of it is left. The harness's steps
+	// cannot be interrupted; one under way when the signal comes ends first.
+	sigCtx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
 	r := &harness.Program{Logf: logf, Exit: os.Exit}
 	env := harness.New(r)
 	logf("starting the control plane, containerd, a registry, CoreDNS, kube-proxy and the agent (node %s, no taints) in %s", NodeName, env.Dir)
 	c := env.StartCluster(harness.ClusterOptions{Services: true, Agent: harness.AgentOptions{Name: NodeName,
 		Args: []string{"--taints", "", "--log-level", "info"}}})
+	if sigCtx.Err() != nil {
+		return interrupted(r)
+	}
 	logf("node %s is Ready; registry at %s", NodeName, c.Registry.Host)
 	repoList := filepath.Join(cfg.reportDir, "repo-list.yaml")
 	if err := os.WriteFile(repoList, []byte(RepoList(c.Registry.Host)), 0o644); err != nil {
@@ -152,9 +162,12 @@ func run(cfg config) error {
 	if err != nil {
 		r.Fatalf("%v", err)
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	ctx, cancel := context.WithTimeout(sigCtx, 5*time.Minute)
 	skipped, err := pushImages(ctx, env, c, t, images)
 	cancel()
+	if sigCtx.Err() != nil {
+		return interrupted(r)
+	}
 	if err != nil {
 		r.Fatalf("%v", err)
 	}
@@ -167,7 +180,7 @@ func run(cfg config) error {
 		r.Fatalf("%v", err)
 	}
 	logf("running the suite (%d ginkgo processes; its output also in %s)", cfg.procs, suiteLog.Name())
-	serr := suite(t, cfg, envv, io.MultiWriter(os.Stdout, suiteLog), false)
+	serr := suite(sigCtx, t, cfg, envv, io.MultiWriter(os.Stdout, suiteLog), false)
 	suiteLog.Close()
 	took := time.Since(began)
 	logf("suite ended after %s (%v)", took.Round(time.Second), serr)
@@ -180,6 +193,9 @@ func run(cfg config) error {
 	}
 	if leaks := r.Finish(); leaks != "" {
 		logf("stopping the cluster reported: %s", leaks)
+	}
+	if sigCtx.Err() != nil {
+		return errors.New("interrupted: the suite was stopped and its cluster removed; the last finished run's results stay")
 	}
 
 	if serr != nil && !errors.As(serr, new(*exec.ExitError)) {
@@ -249,7 +265,7 @@ func suiteArgs(kubeconfig, reportDir string) []string {
 
 // suite runs the suite (or with dryRun lists what it would run) and returns
 // its error: a failed spec makes it exit 1, so the error says little.
-func suite(t tools, cfg config, envv []string, out io.Writer, dryRun bool) error {
+func suite(ctx context.Context, t tools, cfg config, envv []string, out io.Writer, dryRun bool) error {
 	kubeconfig := ""
 	for _, e := range envv {
 		if k, ok := strings.CutPrefix(e, "KUBECONFIG="); ok {
@@ -257,7 +273,7 @@ func suite(t tools, cfg config, envv []string, out io.Writer, dryRun bool) error
 		}
 	}
 	var cmd *exec.Cmd
-	ctx, cancel := context.WithTimeout(context.Background(), cfg.timeout+5*time.Minute)
+	ctx, cancel := context.WithTimeout(ctx, cfg.timeout+5*time.Minute)
 	defer cancel()
 	if cfg.procs <= 1 || dryRun {
 		args := []string{"--ginkgo.skip=" + Skip, "--ginkgo.no-color", "--ginkgo.timeout=" + cfg.timeout.String()}
@@ -278,6 +294,11 @@ func suite(t tools, cfg config, envv []string, out io.Writer, dryRun bool) error
 	}
 	cmd.Env, cmd.Stdout, cmd.Stderr = envv, out, out
 	cmd.Dir = cfg.reportDir
+	// Stopped, ginkgo is interrupted as by ^C, so that it ends the specs'
+	// processes and their namespaces; it is killed if it has not ended a
+	// minute later.
+	cmd.Cancel = func() error { return cmd.Process.Signal(os.Interrupt) }
+	cmd.WaitDelay = time.Minute
 	return cmd.Run()
 }
 
@@ -416,4 +437,14 @@ func drain(c *harness.Cluster) error {
 	}
 	logf("the suite's pods and their containers are removed")
 	return nil
+}
+
+// interrupted stops the cluster of a run a signal interrupted before its
+// suite began, and says so.
+func interrupted(r *harness.Program) error {
+	logf("interrupted: stopping the cluster")
+	if leaks := r.Finish(); leaks != "" {
+		logf("stopping the cluster reported: %s", leaks)
+	}
+	return errors.New("interrupted before the suite began; the cluster was removed")
 }
