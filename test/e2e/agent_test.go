@@ -84,8 +84,11 @@ func (c *cluster) pods(ctx context.Context, t *testing.T, app string) []corev1.P
 // logs returns `kubectl logs` of a container, through the API server and
 // the agent's kubelet API.
 func (c *cluster) logs(ctx context.Context, pod string, opts *corev1.PodLogOptions) (string, error) {
-	b, err := c.kube.CoreV1().Pods("default").GetLogs(pod, opts).DoRaw(ctx)
-	return string(b), err
+	// Not DoRaw: its error of a failed call says "unknown", where Error
+	// reads the API server's Status (the kubelet API's answer in it).
+	res := c.kube.CoreV1().Pods("default").GetLogs(pod, opts).Do(ctx)
+	b, _ := res.Raw()
+	return string(b), res.Error()
 }
 
 // containers lists the agent's containerd containers.

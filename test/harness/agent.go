@@ -2,7 +2,9 @@ package harness
 
 import (
 	"context"
+	"crypto/tls"
 	"fmt"
+	"net"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -107,6 +109,20 @@ func (e *Env) StartAgent(cp *ControlPlane, ctrd *Containerd, opts AgentOptions) 
 		}
 		return fmt.Errorf("node %s not Ready", opts.Name)
 	})
+	if err == nil {
+		// The Node is Ready before its kubelet-serving CSR is approved, as
+		// kubelet's is; until the agent has the certificate, the API
+		// server's calls to the kubelet API (logs, exec) fail their TLS
+		// handshake. Tests begin once it serves.
+		err = a.proc.waitReady(rctx, func(ctx context.Context) error {
+			d := tls.Dialer{Config: &tls.Config{InsecureSkipVerify: true}} // only whether a certificate is served
+			conn, err := d.DialContext(ctx, "tcp", net.JoinHostPort(a.Address.IP.String(), strconv.Itoa(a.Port)))
+			if err != nil {
+				return fmt.Errorf("kubelet API not serving yet: %w", err)
+			}
+			return conn.Close()
+		})
+	}
 	if err != nil {
 		e.t.Fatalf("harness: agent: %v", err)
 	}
