@@ -36,6 +36,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 
 	"github.com/containerd/errdefs"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
@@ -78,6 +79,32 @@ const (
 	// qcow2 overlay over the disk, whose growth is the container's.
 	InstanceDiskPath = "feather/instance.qcow2"
 )
+
+// OwnDir is the directory holding a snapshot's own files — the upperdir
+// of its overlay mount, the source of its writable bind mount (a snapshot
+// without parents) — given the snapshot's one mount's type, source and
+// options; "" for anything else (a read-only view, several mounts). The
+// instance disk is OwnDir's InstanceDiskPath: the feather snapshotter makes
+// it there, and the shim opens it there rather than through the overlay, so
+// that the locks QEMU takes on it are on the file the snapshotter checks.
+func OwnDir(mountType, source string, options []string) string {
+	switch mountType {
+	case "bind", "rbind":
+		for _, o := range options {
+			if o == "ro" {
+				return ""
+			}
+		}
+		return source
+	case "overlay":
+		for _, o := range options {
+			if v, ok := strings.CutPrefix(o, "upperdir="); ok {
+				return v
+			}
+		}
+	}
+	return ""
+}
 
 // Kind is what an image asks to run on.
 type Kind struct {

@@ -121,3 +121,23 @@ func TestFind(t *testing.T) {
 		})
 	}
 }
+
+func TestOwnDir(t *testing.T) {
+	for _, tc := range []struct {
+		name, typ, source string
+		options           []string
+		want              string
+	}{
+		{"overlay", "overlay", "overlay", []string{"index=off", "workdir=/sn/2/work", "upperdir=/sn/2/fs", "lowerdir=/sn/1/fs"}, "/sn/2/fs"},
+		{"writable bind", "bind", "/sn/3/fs", []string{"rbind", "rw"}, "/sn/3/fs"},
+		{"read-only bind (a view)", "bind", "/sn/3/fs", []string{"rbind", "ro"}, ""},
+		{"overlay view (no upperdir)", "overlay", "overlay", []string{"lowerdir=/sn/2/fs:/sn/1/fs"}, ""},
+		{"other", "erofs", "/sn/4/layer.erofs", nil, ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := OwnDir(tc.typ, tc.source, tc.options); got != tc.want {
+				t.Errorf("OwnDir(%q, %q, %q) = %q, want %q", tc.typ, tc.source, tc.options, got, tc.want)
+			}
+		})
+	}
+}

@@ -18,6 +18,7 @@ import (
 	"github.com/feather-edge/feather/osv"
 	taskAPI "github.com/feather-edge/feather/shim-osv/taskapi"
 	"github.com/feather-edge/feather/shim-osv/vm"
+	"github.com/feather-edge/feather/vmimage"
 )
 
 // vmBackend creates containers as VMs.
@@ -52,7 +53,11 @@ func (vmBackend) Create(ctx context.Context, r *taskAPI.CreateTaskRequest, spec 
 	if err != nil {
 		return nil, nil, err
 	}
-	v, err := vm.Create(ctx, vm.Config{ID: r.ID, Bundle: r.Bundle, Rootfs: rootfs, Spec: spec,
+	own := ""
+	if len(r.Rootfs) == 1 {
+		own = vmimage.OwnDir(r.Rootfs[0].Type, r.Rootfs[0].Source, r.Rootfs[0].Options)
+	}
+	v, err := vm.Create(ctx, vm.Config{ID: r.ID, Bundle: r.Bundle, Rootfs: rootfs, RootfsOwn: own, Spec: spec,
 		Stdout: stdout, Stderr: stderr, Accel: os.Getenv(AccelEnv)})
 	if err != nil {
 		for _, c := range []interface{ Close() error }{stdout, stderr} {

@@ -61,7 +61,11 @@ type Config struct {
 	ID, Bundle string
 	// Rootfs is the mounted root filesystem of the container.
 	Rootfs string
-	Spec   *specs.Spec
+	// RootfsOwn, if set, is the directory of the root filesystem's own
+	// files (its snapshot's upper directory, vmimage.OwnDir): an instance
+	// disk there is opened there, not through the mount.
+	RootfsOwn string
+	Spec      *specs.Spec
 	// Stdout receives the console; Stderr the shim's own messages about
 	// the VM (why it failed). Either may be nil. The VM closes them.
 	Stdout, Stderr io.WriteCloser
@@ -148,6 +152,14 @@ func Create(ctx context.Context, cfg Config) (_ *VM, retErr error) {
 	layout, err := vmimage.Find(cfg.Rootfs)
 	if err != nil {
 		return nil, err
+	}
+	if layout.Instance != "" && cfg.RootfsOwn != "" {
+		// The same file, without overlayfs between QEMU and it: QEMU's
+		// locks on it are what tells the snapshotter the disk is in use.
+		p := filepath.Join(cfg.RootfsOwn, vmimage.InstanceDiskPath)
+		if fi, err := os.Stat(p); err == nil && fi.Mode().IsRegular() {
+			layout.Instance = p
+		}
 	}
 	v := &VM{cfg: cfg, dir: filepath.Join(cfg.Bundle, Dir), plan: plan, layout: layout,
 		stderr: &tailBuffer{max: 4096}, exited: make(chan struct{}), ctl: make(chan struct{}, 1)}

@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/containerd/containerd/v2/core/mount"
@@ -31,6 +32,15 @@ const DefaultRoot = "/var/lib/feather-snapshotter"
 type Snapshotter struct {
 	snapshots.Snapshotter
 	cleaner snapshots.Cleaner
+
+	// ctx ends with Close; it ends the removals waiting for a VM.
+	ctx    context.Context
+	cancel context.CancelFunc
+	mu     sync.Mutex
+	// waiting are the keys of the snapshots whose removal waits for their
+	// VM to let go of the instance disk.
+	waiting map[string]bool
+	wg      sync.WaitGroup
 }
 
 var (
@@ -51,7 +61,16 @@ func New(root string) (*Snapshotter, error) {
 		sn.Close()
 		return nil, fmt.Errorf("overlay snapshotter has no Cleanup: %w", errdefs.ErrNotImplemented)
 	}
-	return &Snapshotter{Snapshotter: sn, cleaner: c}, nil
+	ctx, cancel := context.WithCancel(context.Background())
+	return &Snapshotter{Snapshotter: sn, cleaner: c, ctx: ctx, cancel: cancel, waiting: map[string]bool{}}, nil
+}
+
+// Close ends the removals still waiting for a VM (containerd's next
+// garbage collection removes those snapshots) and closes the snapshotter.
+func (s *Snapshotter) Close() error {
+	s.cancel()
+	s.wg.Wait()
+	return s.Snapshotter.Close()
 }
 
 // Cleanup removes the directories of removed snapshots (containerd calls it
@@ -93,46 +112,104 @@ func (s *Snapshotter) Prepare(ctx context.Context, key, parent string, opts ...s
 
 // Remove removes the snapshot as the overlay snapshotter does, unless it
 // holds an instance disk a running VM has open: then it is an
-// ErrFailedPrecondition error and the snapshot stays whole. QEMU locks the
-// image files it opens (OFD locks); that lock is what tells. containerd
-// removes snapshots in its garbage collection, which tries again later.
+// ErrFailedPrecondition error, the snapshot stays whole while the VM runs,
+// and it is removed once the VM has let go of the disk. QEMU locks the
+// image files it opens (OFD locks); that lock is what tells.
+//
+// containerd calls Remove only from its garbage collection, after it has
+// dropped the snapshot from its own metadata (`ctr snapshots rm` succeeds
+// at once); it logs the refusal and would try again only when another
+// snapshot of this snapshotter goes. So the snapshotter finishes the
+// removal itself, without which the VM's writes would stay on disk until
+// then. A snapshotter restarted meanwhile leaves it to containerd's next
+// collection.
 func (s *Snapshotter) Remove(ctx context.Context, key string) error {
-	if mounts, err := s.Snapshotter.Mounts(ctx, key); err == nil {
-		if upper := upperDir(mounts); upper != "" {
-			disk := filepath.Join(upper, vmimage.InstanceDiskPath)
-			inUse, err := locked(disk)
-			if err != nil {
-				return fmt.Errorf("remove %s: %w", key, err)
-			}
-			if inUse {
-				return fmt.Errorf("remove %s: its instance disk is in use by a running VM (stop its task first): %w", key, errdefs.ErrFailedPrecondition)
-			}
+	if disk := s.instanceDiskOf(ctx, key); disk != "" {
+		inUse, err := locked(disk)
+		if err != nil {
+			return fmt.Errorf("remove %s: %w", key, err)
+		}
+		if inUse {
+			s.removeOnceFree(key, disk)
+			return fmt.Errorf("remove %s: its instance disk is in use by a running VM; it is removed when the VM stops: %w", key, errdefs.ErrFailedPrecondition)
 		}
 	}
 	return s.Snapshotter.Remove(ctx, key)
 }
 
-// upperDir returns the upperdir of an active snapshot's overlay mount, or
-// the source of its bind mount (a snapshot without parents), "" for a view.
+// instanceDiskOf is the path of the instance disk an active snapshot may
+// hold, "" for a snapshot that can hold none (a view, a committed one).
+func (s *Snapshotter) instanceDiskOf(ctx context.Context, key string) string {
+	mounts, err := s.Snapshotter.Mounts(ctx, key)
+	if err != nil {
+		return ""
+	}
+	upper := upperDir(mounts)
+	if upper == "" {
+		return ""
+	}
+	return filepath.Join(upper, vmimage.InstanceDiskPath)
+}
+
+// freeCheck is how often a removal waiting for a VM looks at its disk's
+// locks. A lock can be waited for (F_OFD_SETLKW) but not with a deadline or
+// a cancel, so it is polled.
+const freeCheck = time.Second
+
+// removeOnceFree removes snapshot key once no process locks disk, in the
+// background, unless a removal of key already waits.
+func (s *Snapshotter) removeOnceFree(key, disk string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.waiting[key] || s.ctx.Err() != nil {
+		return
+	}
+	s.waiting[key] = true
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		defer func() {
+			s.mu.Lock()
+			delete(s.waiting, key)
+			s.mu.Unlock()
+		}()
+		ctx := s.ctx
+		l := log.G(ctx).WithField("key", key)
+		t := time.NewTicker(freeCheck)
+		defer t.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-t.C:
+			}
+			inUse, err := locked(disk)
+			if err != nil {
+				l.WithError(err).Warn("a removal waiting for its VM: cannot read the disk's locks; left to containerd's next garbage collection")
+				return
+			}
+			if inUse {
+				continue
+			}
+			// The namespace of containerd's calls does not matter to the
+			// snapshotter (containerd keeps namespaces itself).
+			if err := s.Snapshotter.Remove(ctx, key); err != nil && !errdefs.IsNotFound(err) {
+				l.WithError(err).Warn("remove the snapshot whose VM stopped")
+				return
+			}
+			l.Info("removed the snapshot whose removal waited for its VM to stop")
+			return
+		}
+	}()
+}
+
+// upperDir returns the directory of an active snapshot's own files (see
+// vmimage.OwnDir), "" for a view.
 func upperDir(mounts []mount.Mount) string {
 	if len(mounts) != 1 {
 		return ""
 	}
-	m := mounts[0]
-	if m.Type == "bind" {
-		for _, o := range m.Options {
-			if o == "ro" {
-				return ""
-			}
-		}
-		return m.Source
-	}
-	for _, o := range m.Options {
-		if v, ok := strings.CutPrefix(o, "upperdir="); ok {
-			return v
-		}
-	}
-	return ""
+	return vmimage.OwnDir(mounts[0].Type, mounts[0].Source, mounts[0].Options)
 }
 
 // locked reports whether some process holds a lock on the file at path (a

@@ -231,7 +231,7 @@ func TestCleanupEmpty(t *testing.T) {
 // TestRemoveInUse starts QEMU (paused, -S) on a container's instance disk:
 // while it has the disk open, removing the snapshot is an
 // ErrFailedPrecondition error and the snapshot stays whole; once QEMU is
-// gone, it is removed.
+// gone, the snapshotter removes it, with no other call.
 func TestRemoveInUse(t *testing.T) {
 	system := prereq.Program(t, "qemu-system-x86_64", "install Debian package qemu-system-x86")
 	ctx, sn := newSnapshotter(t)
@@ -277,9 +277,25 @@ func TestRemoveInUse(t *testing.T) {
 	if _, err := os.Stat(inst); err != nil {
 		t.Errorf("the refused Remove harmed the instance disk: %v", err)
 	}
+	// containerd has dropped the snapshot when it calls Remove: the
+	// snapshotter removes it itself once the VM is gone.
 	qemu.Process.Kill()
 	<-exited
-	if err := sn.Remove(ctx, "ctr"); err != nil {
-		t.Errorf("Remove once the VM is gone: %v", err)
+	deadline = time.Now().Add(10 * freeCheck)
+	for {
+		_, err := sn.Stat(ctx, "ctr")
+		if errdefs.IsNotFound(err) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the refused snapshot is still there %v after its VM stopped: Stat = %v", 10*freeCheck, err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if _, err := os.Stat(filepath.Dir(filepath.Dir(inst))); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("the removed snapshot's directory (and the VM's writes) stayed: %v", err)
+	}
+	if err := sn.Remove(ctx, "ctr"); !errdefs.IsNotFound(err) {
+		t.Errorf("Remove once the snapshotter removed it = %v, want not found", err)
 	}
 }

@@ -8,12 +8,15 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
 
+	"github.com/containerd/containerd/v2/client"
+	"github.com/containerd/containerd/v2/core/snapshots"
 	"github.com/containerd/containerd/v2/pkg/namespaces"
 	"github.com/containerd/errdefs"
 	"github.com/containerd/platforms"
@@ -25,6 +28,7 @@ import (
 	"github.com/feather-edge/feather/flint/pack"
 	"github.com/feather-edge/feather/internal/prereq"
 	"github.com/feather-edge/feather/test/harness"
+	"github.com/feather-edge/feather/test/leak"
 	"github.com/feather-edge/feather/vmimage"
 )
 
@@ -345,4 +349,138 @@ func TestSnapshotterEphemeralStorage(t *testing.T) {
 		st := u.Status.ContainerStatuses
 		return len(st) == 1 && st[0].State.Running != nil && time.Since(st[0].State.Running.StartedAt.Time) > 25*time.Second, nil
 	}, &last)
+}
+
+// TestSnapshotterSurvival runs a VM on the feather snapshotter and, while
+// it runs, kills the snapshotter (SIGKILL) and starts it again, then
+// restarts containerd: the VM keeps running (the same QEMU, its task
+// RUNNING), its snapshot and the 20 MiB its guest wrote are still there.
+// `ctr snapshots rm` of it then leaves the VM running on its disk (the
+// restarted snapshotter refuses containerd's removal while the VM has the
+// disk open); once the VM is killed (exit 137), the snapshotter removes the
+// snapshot itself, the 20 MiB go and nothing is left.
+func TestSnapshotterSurvival(t *testing.T) {
+	osvPrerequisites(t)
+	env := harness.New(t)
+	sn := env.StartSnapshotter()
+	ctrd := env.StartContainerd(harness.ContainerdOptions{Snapshotter: sn})
+	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
+	defer cancel()
+	if _, err := ctrd.Ctr(ctx, "-n", ns, "image", "import", "--snapshotter", harness.SnapshotterName, writeFillImage(ctx, t, t.TempDir(), 64)); err != nil {
+		t.Fatal(err)
+	}
+	const id = "sn-survivor"
+	if _, err := ctrd.Ctr(ctx, "-n", ns, "run", "-d", "--snapshotter", harness.SnapshotterName, "--runtime", osvRuntime, fillRef, id, "/fill", "/dev/vda", "20", "-1"); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if !t.Failed() {
+			return
+		}
+		// What containerd's garbage collection and the snapshotter said.
+		for _, f := range []string{ctrd.LogFile(), filepath.Join(sn.Dir, "snapshotter.log")} {
+			b, _ := os.ReadFile(f)
+			for _, l := range strings.Split(string(b), "\n") {
+				if strings.Contains(l, "snapshot") && (strings.Contains(l, "remov") || strings.Contains(l, "garbage") || strings.Contains(l, "level=warn")) {
+					t.Logf("%s: %s", filepath.Base(f), l)
+				}
+			}
+		}
+	})
+	nsCtx := namespaces.WithNamespace(ctx, ns)
+	waitStatus(nsCtx, t, loadTask(nsCtx, t, ctrd, id), client.Running)
+	// usage is the snapshot's usage, through containerd, as ctr shows it.
+	usage := func() (snapshots.Usage, error) {
+		return ctrd.Client().SnapshotService(harness.SnapshotterName).Usage(nsCtx, id)
+	}
+	var last string
+	waitFor(t, "the guest's 20 MiB in its snapshot", 2*time.Minute, func(context.Context) (bool, error) {
+		u, err := usage()
+		last = fmt.Sprintf("%+v (%v)", u, err)
+		return err == nil && u.Size >= 20<<20, nil
+	}, &last)
+	qemus := func() []int {
+		procs, err := leak.Processes(env.Dir)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var pids []int
+		for _, p := range procs {
+			if strings.Contains(p.Cmdline, "qemu-system") {
+				pids = append(pids, p.Pid)
+			}
+		}
+		return pids
+	}
+	vm := qemus()
+	if len(vm) != 1 {
+		t.Fatalf("QEMU processes %v, want the survivor's one", vm)
+	}
+	before, _ := usage()
+
+	if err := sn.Restart(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := ctrd.Restart(ctx); err != nil {
+		t.Fatal(err)
+	}
+	nsCtx = namespaces.WithNamespace(ctx, ns) // the same namespace on the new client
+	out, err := ctrd.Ctr(ctx, "-n", ns, "task", "ls")
+	if err != nil || !strings.Contains(out, id) || !strings.Contains(out, "RUNNING") {
+		t.Fatalf("after the snapshotter's and containerd's restarts, ctr task ls = %q (%v), want %s RUNNING", out, err, id)
+	}
+	if now := qemus(); !slices.Equal(now, vm) {
+		t.Errorf("QEMU processes %v after the restarts, want the same %v", now, vm)
+	}
+	after, err := usage()
+	if err != nil || after.Size < before.Size {
+		t.Errorf("the snapshot's usage after the restarts: %+v (%v), before %+v", after, err, before)
+	}
+	// Removed under the running VM, as a user may: containerd drops it from
+	// its metadata at once and asks the (restarted) snapshotter in its
+	// garbage collection, which refuses while the VM has the disk open.
+	if _, err := ctrd.Ctr(ctx, "-n", ns, "snapshots", "--snapshotter", harness.SnapshotterName, "rm", id); err != nil {
+		t.Fatalf("ctr snapshots rm of the running VM's snapshot: %v", err)
+	}
+	waitFor(t, "containerd's garbage collection to ask the snapshotter, and be refused", time.Minute, func(context.Context) (bool, error) {
+		b, err := os.ReadFile(ctrd.LogFile())
+		return err == nil && strings.Contains(string(b), "in use by a running VM; it is removed when the VM stops"), err
+	})
+	if got := qemus(); !slices.Equal(got, vm) {
+		t.Errorf("QEMU processes %v after its snapshot's removal was asked, want the same %v", got, vm)
+	}
+	if st, err := loadTask(nsCtx, t, ctrd, id).Status(nsCtx); err != nil || st.Status != client.Running {
+		t.Errorf("the VM's task after its snapshot's removal was asked: %+v (%v), want running", st, err)
+	}
+
+	full := diskUsage(t, sn.Root)
+	task := loadTask(nsCtx, t, ctrd, id)
+	exitCh, err := task.Wait(nsCtx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := task.Kill(nsCtx, syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case st := <-exitCh:
+		if st.ExitCode() != 137 {
+			t.Errorf("exit after SIGKILL = %d, want 137", st.ExitCode())
+		}
+	case <-ctx.Done():
+		t.Fatal("no exit after SIGKILL")
+	}
+	if _, err := ctrd.Ctr(ctx, "-n", ns, "task", "delete", id); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := ctrd.Ctr(ctx, "-n", ns, "containers", "delete", id); err != nil {
+		t.Fatal(err)
+	}
+	// The snapshotter finishes the removal once the VM has gone.
+	waitFor(t, "the VM's 20 MiB freed in the snapshotter's root", time.Minute, func(context.Context) (bool, error) {
+		freed := full - diskUsage(t, sn.Root)
+		last = fmt.Sprintf("%d bytes freed", freed)
+		return freed >= 20<<20, nil
+	}, &last)
+	assertNoLeaks(t, env)
 }
