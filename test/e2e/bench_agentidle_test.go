@@ -15,7 +15,7 @@ import (
 
 // BenchmarkAgentIdle measures the agent's footprint alone, the first rows of
 // BenchmarkAgent without the upstream kubelet, the unikernels or the start
-// latencies (about 2 min instead of 7): RSS, PSS and anonymous memory idle
+// latencies (about 1 min instead of 7): RSS, PSS and anonymous memory idle
 // with 0 pods and with 30 container pods, and the growth per pod.
 func BenchmarkAgentIdle(b *testing.B) {
 	env := harness.New(b)
