@@ -145,14 +145,21 @@ func (tg target) httpRequest(ctx context.Context, a *corev1.HTTPGetAction, userA
 	return req, nil
 }
 
-// httpClient is kubelet's probe client: no certificate checks, no
-// keep-alives, no proxy, redirects followed on host only.
+// probeTransport carries every HTTP probe and hook, as kubelet's prober has
+// one transport: no certificate checks, no keep-alives (each probe opens a
+// connection of its own), no proxy, no compression (no Accept-Encoding).
+// One per probe would redo its setup (TLS and HTTP/2 configuration) every
+// time.
+var probeTransport = &http.Transport{
+	TLSClientConfig:   &tls.Config{InsecureSkipVerify: true}, //nolint:gosec // as kubelet: probes do not verify
+	DisableKeepAlives: true, Proxy: nil, DisableCompression: true,
+}
+
+// httpClient is kubelet's probe client: probeTransport, redirects followed
+// on host only.
 func httpClient(host string) *http.Client {
 	return &http.Client{
-		Transport: &http.Transport{
-			TLSClientConfig:   &tls.Config{InsecureSkipVerify: true}, //nolint:gosec // as kubelet: probes do not verify
-			DisableKeepAlives: true, Proxy: nil,
-		},
+		Transport: probeTransport,
 		CheckRedirect: func(r *http.Request, via []*http.Request) error {
 			if r.URL.Hostname() != host {
 				return http.ErrUseLastResponse

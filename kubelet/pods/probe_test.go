@@ -174,7 +174,10 @@ func TestChecks(t *testing.T) {
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		switch r.URL.Path {
 		case "/ok":
-			if r.Header.Get("X-Probe") != "yes" || r.Host != "example.test" || !strings.HasPrefix(r.UserAgent(), "kube-probe/") {
+			// Kubelet's transport: no keep-alive (Connection: close), no
+			// compression asked for.
+			if r.Header.Get("X-Probe") != "yes" || r.Host != "example.test" || !strings.HasPrefix(r.UserAgent(), "kube-probe/") ||
+				!r.Close || r.Header.Get("Accept-Encoding") != "" {
 				w.WriteHeader(http.StatusBadRequest)
 				return
 			}
