@@ -242,12 +242,12 @@ func (p *Provider) execCheck(ctx context.Context, tg target, in instance, a *cor
 	var code int
 	var err error
 	if tg.exec == nil {
-		code, err = p.execIn(ctx, in, a.Command, ExecIO{Stdout: out, Stderr: out})
+		code, err = p.execIn(ctx, in, a.Command, ExecIO{Output: out})
 	} else {
 		var t *execTarget
 		t, err = tg.exec.get(ctx, func(ctx context.Context) (*execTarget, error) { return p.execTargetOf(ctx, in) })
 		if err == nil {
-			code, err = p.execWith(ctx, in, t, a.Command, ExecIO{Stdout: out, Stderr: out})
+			code, err = p.execWith(ctx, in, t, a.Command, ExecIO{Output: out})
 		}
 	}
 	switch {

@@ -13,6 +13,7 @@ import (
 
 	"github.com/containerd/containerd/api/services/tasks/v1"
 	"github.com/containerd/containerd/v2/client"
+	"github.com/containerd/containerd/v2/defaults"
 	"github.com/containerd/containerd/v2/pkg/cio"
 	"github.com/containerd/errdefs"
 	"github.com/containerd/errdefs/pkg/errgrpc"
@@ -35,6 +36,10 @@ type ExecIO struct {
 	// Stdout and Stderr receive its output; with TTY, Stderr is unused
 	// (the terminal carries both).
 	Stdout, Stderr io.Writer
+	// Output, if set, receives stdout and stderr both, as they come,
+	// through one pipe (a probe's or a hook's output); Stdout and Stderr
+	// are then unused. Without Stdin and TTY only.
+	Output io.Writer
 	// TTY gives the process a terminal.
 	TTY bool
 	// Resize, with TTY, sets the terminal's size whenever a value arrives.
@@ -218,15 +223,25 @@ func (p *Provider) execWith(ctx context.Context, in instance, t *execTarget, cmd
 	if eio.Stderr != nil && !eio.TTY {
 		stderr = eio.Stderr
 	}
-	opts := []cio.Opt{cio.WithStreams(stdin, stdout, stderr)}
-	if eio.TTY {
-		opts = append(opts, cio.WithTerminal)
-	}
+	fifoDir := defaults.DefaultFIFODir
 	if p.cfg.RunDir != "" {
-		opts = append(opts, cio.WithFIFODir(filepath.Join(p.cfg.RunDir, "fifo")))
+		fifoDir = filepath.Join(p.cfg.RunDir, "fifo")
+	}
+	var creator cio.Creator
+	switch {
+	case eio.Output != nil && (eio.Stdin != nil || eio.TTY):
+		return -1, fmt.Errorf("exec in %s: one output for stdout and stderr needs no stdin and no terminal: %w", in.Name, errdefs.ErrInvalidArgument)
+	case eio.Output != nil:
+		creator = mergedIOCreator(fifoDir, eio.Output)
+	default:
+		opts := []cio.Opt{cio.WithStreams(stdin, stdout, stderr), cio.WithFIFODir(fifoDir)}
+		if eio.TTY {
+			opts = append(opts, cio.WithTerminal)
+		}
+		creator = cio.NewCreator(opts...)
 	}
 	execID := "exec-" + randomHex(8)
-	proc, err := task.Exec(cctx, execID, &pspec, cio.NewCreator(opts...))
+	proc, err := task.Exec(cctx, execID, &pspec, creator)
 	if err != nil {
 		if errdefs.IsNotFound(err) {
 			return -1, fmt.Errorf("exec in %s: container %q is not running: %w", in.Name, in.Name, errdefs.ErrFailedPrecondition)
