@@ -106,6 +106,11 @@ type Config struct {
 	ImageFsDir string
 	// StatsMaxAge is how long a gathering of stats serves requests.
 	StatsMaxAge time.Duration
+	// EnableProfiling serves Go's profiles (net/http/pprof) at
+	// /debug/pprof/ on the kubelet API, as kubelet's
+	// enableProfilingHandler, behind the same authentication and
+	// authorisation (nodes/proxy). Off by default.
+	EnableProfiling bool
 }
 
 // DefaultConfig returns the defaults of every flag.
@@ -315,6 +320,9 @@ func Run(ctx context.Context, cfg Config) error {
 	mux.Handle("GET /metrics/cadvisor", cadvisorHandler(sc))
 	mux.HandleFunc("GET /healthz", healthz)
 	mux.Handle("GET /metrics", am.handler())
+	if cfg.EnableProfiling {
+		profilingHandlers(mux)
+	}
 	mux.Handle("/", streamCheck(provider.CheckStream, api.PodHandler(api.PodHandlerConfig{
 		RunInContainer: provider.RunInContainer, AttachToContainer: provider.AttachToContainer,
 		GetContainerLogs: provider.GetContainerLogs, GetPods: provider.GetPods,

@@ -62,6 +62,7 @@ func Main(args []string) int {
 	taints := fs.String("taints", "virtual-kubelet.io/provider=feather:NoSchedule", `node taints KEY[=VALUE]:EFFECT, comma-separated; "" for none`)
 	labels := fs.String("labels", "", "extra node labels KEY=VALUE, comma-separated")
 	level := fs.String("log-level", "info", "log level")
+	fs.BoolVar(&cfg.EnableProfiling, "profiling", cfg.EnableProfiling, "serve Go's CPU, heap and goroutine profiles at /debug/pprof/ on the kubelet API (nodes/proxy), as kubelet's enableProfilingHandler")
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}

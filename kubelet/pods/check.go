@@ -12,6 +12,7 @@ import (
 	"net/url"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"google.golang.org/grpc"
@@ -27,10 +28,36 @@ const probeUserAgent = "kube-probe/1.37"
 // maxProbeOutput is how much of a probe's output is kept (kubelet: 10 KiB).
 const maxProbeOutput = 10 << 10
 
-// target is where a container's network probes and hooks go.
+// target is where a container's probes and hooks go.
 type target struct {
 	c    *corev1.Container
 	host string // the pod IP (the host's for hostNetwork pods)
+	// exec, if set, keeps the run's task and process spec for its exec
+	// probes once loaded; without it each exec loads them.
+	exec *execCache
+}
+
+// execCache holds the execTarget of one container run, loaded by the first
+// exec that needs it. A failed load is not kept: the next exec tries again.
+type execCache struct {
+	mu sync.Mutex
+	t  *execTarget
+}
+
+// get returns the cached target of run in, loading it with load if there
+// is none yet.
+func (c *execCache) get(ctx context.Context, load func(context.Context) (*execTarget, error)) (*execTarget, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.t != nil {
+		return c.t, nil
+	}
+	t, err := load(ctx)
+	if err != nil {
+		return nil, err
+	}
+	c.t = t
+	return t, nil
 }
 
 // port resolves a probe's port: a number, or the name of one of the
@@ -118,14 +145,21 @@ func (tg target) httpRequest(ctx context.Context, a *corev1.HTTPGetAction, userA
 	return req, nil
 }
 
-// httpClient is kubelet's probe client: no certificate checks, no
-// keep-alives, no proxy, redirects followed on host only.
+// probeTransport carries every HTTP probe and hook, as kubelet's prober has
+// one transport: no certificate checks, no keep-alives (each probe opens a
+// connection of its own), no proxy, no compression (no Accept-Encoding).
+// One per probe would redo its setup (TLS and HTTP/2 configuration) every
+// time.
+var probeTransport = &http.Transport{
+	TLSClientConfig:   &tls.Config{InsecureSkipVerify: true}, //nolint:gosec // as kubelet: probes do not verify
+	DisableKeepAlives: true, Proxy: nil, DisableCompression: true,
+}
+
+// httpClient is kubelet's probe client: probeTransport, redirects followed
+// on host only.
 func httpClient(host string) *http.Client {
 	return &http.Client{
-		Transport: &http.Transport{
-			TLSClientConfig:   &tls.Config{InsecureSkipVerify: true}, //nolint:gosec // as kubelet: probes do not verify
-			DisableKeepAlives: true, Proxy: nil,
-		},
+		Transport: probeTransport,
 		CheckRedirect: func(r *http.Request, via []*http.Request) error {
 			if r.URL.Hostname() != host {
 				return http.ErrUseLastResponse
@@ -201,11 +235,21 @@ func (b *limitedBuffer) Write(p []byte) (int, error) {
 // execCheck runs an exec probe in run in of a container: exit code 0
 // succeeds; a command past the timeout fails ("timed out"); one that cannot
 // be run errors.
-func (p *Provider) execCheck(ctx context.Context, in instance, a *corev1.ExecAction, timeout time.Duration) probeOutcome {
+func (p *Provider) execCheck(ctx context.Context, tg target, in instance, a *corev1.ExecAction, timeout time.Duration) probeOutcome {
 	out := &limitedBuffer{n: maxProbeOutput}
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
-	code, err := p.execIn(ctx, in, a.Command, ExecIO{Stdout: out, Stderr: out})
+	var code int
+	var err error
+	if tg.exec == nil {
+		code, err = p.execIn(ctx, in, a.Command, ExecIO{Output: out})
+	} else {
+		var t *execTarget
+		t, err = tg.exec.get(ctx, func(ctx context.Context) (*execTarget, error) { return p.execTargetOf(ctx, in) })
+		if err == nil {
+			code, err = p.execWith(ctx, in, t, a.Command, ExecIO{Output: out})
+		}
+	}
 	switch {
 	case err != nil && errors.Is(err, context.DeadlineExceeded):
 		return probeOutcome{output: fmt.Sprintf("command %q timed out", strings.Join(a.Command, " "))}
@@ -221,7 +265,7 @@ func (p *Provider) execCheck(ctx context.Context, in instance, a *corev1.ExecAct
 func (p *Provider) check(ctx context.Context, tg target, in instance, pr *corev1.Probe, timeout time.Duration) probeOutcome {
 	switch {
 	case pr.Exec != nil:
-		return p.execCheck(ctx, in, pr.Exec, timeout)
+		return p.execCheck(ctx, tg, in, pr.Exec, timeout)
 	case pr.HTTPGet != nil:
 		return tg.httpGet(ctx, pr.HTTPGet, timeout)
 	case pr.TCPSocket != nil:

@@ -11,9 +11,12 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/containerd/containerd/api/services/tasks/v1"
 	"github.com/containerd/containerd/v2/client"
+	"github.com/containerd/containerd/v2/defaults"
 	"github.com/containerd/containerd/v2/pkg/cio"
 	"github.com/containerd/errdefs"
+	"github.com/containerd/errdefs/pkg/errgrpc"
 	"github.com/containerd/log"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"github.com/virtual-kubelet/virtual-kubelet/node/api"
@@ -33,6 +36,10 @@ type ExecIO struct {
 	// Stdout and Stderr receive its output; with TTY, Stderr is unused
 	// (the terminal carries both).
 	Stdout, Stderr io.Writer
+	// Output, if set, receives stdout and stderr both, as they come,
+	// through one pipe (a probe's or a hook's output); Stdout and Stderr
+	// are then unused. Without Stdin and TTY only.
+	Output io.Writer
 	// TTY gives the process a terminal.
 	TTY bool
 	// Resize, with TTY, sets the terminal's size whenever a value arrives.
@@ -114,29 +121,60 @@ func (p *Provider) execIn(ctx context.Context, in instance, cmd []string, eio Ex
 	if len(cmd) == 0 {
 		return -1, fmt.Errorf("exec in %s: no command: %w", in.Name, errdefs.ErrInvalidArgument)
 	}
+	t, err := p.execTargetOf(ctx, in)
+	if err != nil {
+		return -1, err
+	}
+	return p.execWith(ctx, in, t, cmd, eio)
+}
+
+// execTarget is what an exec into a run needs from containerd: its task
+// and the process of its container's spec (environment, user, working
+// directory, capabilities), which an exec process starts from. A run's are
+// the same for its whole life (a new run is a new container), so an exec
+// probe loads them once.
+type execTarget struct {
+	task client.Task
+	proc specs.Process
+}
+
+// execTargetOf loads the task and the spec's process of run in. Errors:
+// ErrUnikernelExec for a unikernel, errdefs.ErrFailedPrecondition when it
+// has no task.
+func (p *Provider) execTargetOf(ctx context.Context, in instance) (*execTarget, error) {
 	if p.isUnikernel(in) {
-		return -1, fmt.Errorf("exec in container %q: %w", in.Name, ErrUnikernelExec)
+		return nil, fmt.Errorf("exec in container %q: %w", in.Name, ErrUnikernelExec)
+	}
+	cctx := context.WithoutCancel(p.ctx(ctx))
+	c, err := p.cd.LoadContainer(cctx, in.ID)
+	if err != nil {
+		return nil, fmt.Errorf("exec in %s: %w", in.Name, err)
+	}
+	task, err := c.Task(cctx, nil)
+	if err != nil {
+		return nil, fmt.Errorf("exec in %s: container %q is not running: %w", in.Name, in.Name, errdefs.ErrFailedPrecondition)
+	}
+	spec, err := c.Spec(cctx)
+	if err != nil {
+		return nil, fmt.Errorf("exec in %s: %w", in.Name, err)
+	}
+	if spec.Process == nil {
+		return nil, fmt.Errorf("exec in %s: the container's spec has no process: %w", in.Name, errdefs.ErrFailedPrecondition)
+	}
+	return &execTarget{task: task, proc: *spec.Process}, nil
+}
+
+// execWith runs cmd in t, the task of run in; see Exec.
+func (p *Provider) execWith(ctx context.Context, in instance, t *execTarget, cmd []string, eio ExecIO) (int, error) {
+	if len(cmd) == 0 {
+		return -1, fmt.Errorf("exec in %s: no command: %w", in.Name, errdefs.ErrInvalidArgument)
 	}
 	ctx = p.ctx(ctx)
 	// The exec's containerd calls outlive ctx: a cancelled exec is still
 	// killed and deleted.
 	cctx := context.WithoutCancel(ctx)
-	c, err := p.cd.LoadContainer(cctx, in.ID)
-	if err != nil {
-		return -1, fmt.Errorf("exec in %s: %w", in.Name, err)
-	}
-	task, err := c.Task(cctx, nil)
-	if err != nil {
-		return -1, fmt.Errorf("exec in %s: container %q is not running: %w", in.Name, in.Name, errdefs.ErrFailedPrecondition)
-	}
-	spec, err := c.Spec(cctx)
-	if err != nil {
-		return -1, fmt.Errorf("exec in %s: %w", in.Name, err)
-	}
-	if spec.Process == nil {
-		return -1, fmt.Errorf("exec in %s: the container's spec has no process: %w", in.Name, errdefs.ErrFailedPrecondition)
-	}
-	pspec := *spec.Process
+	task := t.task
+	pspec := t.proc
 	pspec.Args = cmd
 	pspec.Terminal = eio.TTY
 	pspec.ConsoleSize = nil
@@ -185,20 +223,34 @@ func (p *Provider) execIn(ctx context.Context, in instance, cmd []string, eio Ex
 	if eio.Stderr != nil && !eio.TTY {
 		stderr = eio.Stderr
 	}
-	opts := []cio.Opt{cio.WithStreams(stdin, stdout, stderr)}
-	if eio.TTY {
-		opts = append(opts, cio.WithTerminal)
-	}
+	fifoDir := defaults.DefaultFIFODir
 	if p.cfg.RunDir != "" {
-		opts = append(opts, cio.WithFIFODir(filepath.Join(p.cfg.RunDir, "fifo")))
+		fifoDir = filepath.Join(p.cfg.RunDir, "fifo")
+	}
+	var creator cio.Creator
+	switch {
+	case eio.Output != nil && (eio.Stdin != nil || eio.TTY):
+		return -1, fmt.Errorf("exec in %s: one output for stdout and stderr needs no stdin and no terminal: %w", in.Name, errdefs.ErrInvalidArgument)
+	case eio.Output != nil:
+		creator = mergedIOCreator(fifoDir, eio.Output)
+	default:
+		opts := []cio.Opt{cio.WithStreams(stdin, stdout, stderr), cio.WithFIFODir(fifoDir)}
+		if eio.TTY {
+			opts = append(opts, cio.WithTerminal)
+		}
+		creator = cio.NewCreator(opts...)
 	}
 	execID := "exec-" + randomHex(8)
-	proc, err = task.Exec(cctx, execID, &pspec, cio.NewCreator(opts...))
+	proc, err := task.Exec(cctx, execID, &pspec, creator)
 	if err != nil {
+		if errdefs.IsNotFound(err) {
+			return -1, fmt.Errorf("exec in %s: container %q is not running: %w", in.Name, in.Name, errdefs.ErrFailedPrecondition)
+		}
 		return -1, fmt.Errorf("exec in %s: %w", in.Name, err)
 	}
+	exited := false // the process's exit was seen: it needs no kill before its deletion
 	defer func() {
-		if _, err := proc.Delete(cctx, client.WithProcessKill); err != nil && !errdefs.IsNotFound(err) {
+		if err := p.deleteExec(cctx, task, proc, exited); err != nil && !errdefs.IsNotFound(err) {
 			log.G(ctx).WithError(err).WithField("exec", execID).Warn("delete exec process")
 		}
 	}()
@@ -210,9 +262,8 @@ func (p *Provider) execIn(ctx context.Context, in instance, cmd []string, eio Ex
 		return -1, fmt.Errorf("exec %q in %s: %w", cmd[0], in.Name, err)
 	}
 	close(started)
-	if eio.Stdin == nil {
-		_ = proc.CloseIO(cctx, client.WithStdinCloser)
-	}
+	// Without Stdin the process has no stdin pipe (cio leaves it out), so
+	// there is nothing to close.
 	done := make(chan struct{})
 	defer close(done)
 	if eio.TTY && eio.Resize != nil {
@@ -233,9 +284,11 @@ func (p *Provider) execIn(ctx context.Context, in instance, cmd []string, eio Ex
 	var st client.ExitStatus
 	select {
 	case st = <-exitCh:
+		exited = st.Error() == nil
 	case <-ctx.Done():
 		_ = proc.Kill(cctx, syscall.SIGKILL)
-		<-exitCh
+		st = <-exitCh
+		exited = st.Error() == nil
 		proc.IO().Cancel()
 		return -1, fmt.Errorf("exec %q in %s: %w", cmd[0], in.Name, ctx.Err())
 	}
@@ -256,6 +309,27 @@ func (p *Provider) execIn(ctx context.Context, in instance, cmd []string, eio Ex
 		return -1, fmt.Errorf("exec %q in %s: %w", cmd[0], in.Name, err)
 	}
 	return int(code), nil
+}
+
+// deleteExec deletes exec process proc of task and its IO (copies, fifos).
+// One whose exit was seen is deleted with a single call to containerd;
+// any other is killed and waited for first (containerd's
+// WithProcessKill, then its state, then the deletion: four calls).
+func (p *Provider) deleteExec(ctx context.Context, task client.Task, proc client.Process, exited bool) error {
+	if !exited {
+		_, err := proc.Delete(ctx, client.WithProcessKill)
+		return err
+	}
+	_, err := p.cd.TaskService().DeleteProcess(ctx, &tasks.DeleteProcessRequest{ContainerID: task.ID(), ExecID: proc.ID()})
+	if pio := proc.IO(); pio != nil {
+		pio.Cancel()
+		pio.Wait()
+		_ = pio.Close()
+	}
+	if err != nil {
+		return fmt.Errorf("delete exec %s of %s: %w", proc.ID(), task.ID(), errgrpc.ToNative(err))
+	}
+	return nil
 }
 
 // firstSizeWait is how long an exec with a terminal waits for the client's

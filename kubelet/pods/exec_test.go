@@ -3,6 +3,8 @@ package pods
 import (
 	"context"
 	"errors"
+	"io"
+	"strings"
 	"testing"
 
 	"github.com/containerd/errdefs"
@@ -29,6 +31,9 @@ func TestExecRefusals(t *testing.T) {
 		{"unknown container", func() (int, error) { return p.Exec(ctx, "default", "p", "nope", []string{"true"}, ExecIO{}) }, errdefs.IsNotFound, nil},
 		{"no command", func() (int, error) {
 			return p.execIn(ctx, instance{Name: "app", Runtime: "io.containerd.runc.v2"}, nil, ExecIO{})
+		}, errdefs.IsInvalidArgument, nil},
+		{"one output with stdin", func() (int, error) {
+			return p.execWith(ctx, instance{Name: "app"}, &execTarget{}, []string{"cat"}, ExecIO{Output: io.Discard, Stdin: strings.NewReader("x")})
 		}, errdefs.IsInvalidArgument, nil},
 		{"unikernel", func() (int, error) {
 			return p.execIn(ctx, instance{Name: "app", Runtime: "io.containerd.osv.v1"}, []string{"sh"}, ExecIO{})

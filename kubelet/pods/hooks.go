@@ -28,7 +28,7 @@ func (w *worker) runHook(ctx context.Context, pod *corev1.Pod, c *corev1.Contain
 	switch {
 	case h.Exec != nil:
 		out := &limitedBuffer{n: maxProbeOutput}
-		code, err := w.p.execIn(ctx, in, h.Exec.Command, ExecIO{Stdout: out, Stderr: out})
+		code, err := w.p.execIn(ctx, in, h.Exec.Command, ExecIO{Output: out})
 		if err == nil && code != 0 {
 			err = fmt.Errorf("command '%s' exited with %d: %s", strings.Join(h.Exec.Command, " "), code, out.String())
 		}

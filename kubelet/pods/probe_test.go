@@ -2,6 +2,7 @@ package pods
 
 import (
 	"context"
+	"errors"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -173,7 +174,10 @@ func TestChecks(t *testing.T) {
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		switch r.URL.Path {
 		case "/ok":
-			if r.Header.Get("X-Probe") != "yes" || r.Host != "example.test" || !strings.HasPrefix(r.UserAgent(), "kube-probe/") {
+			// Kubelet's transport: no keep-alive (Connection: close), no
+			// compression asked for.
+			if r.Header.Get("X-Probe") != "yes" || r.Host != "example.test" || !strings.HasPrefix(r.UserAgent(), "kube-probe/") ||
+				!r.Close || r.Header.Get("Accept-Encoding") != "" {
 				w.WriteHeader(http.StatusBadRequest)
 				return
 			}
@@ -246,5 +250,45 @@ func TestExecProbesOfUnikernel(t *testing.T) {
 	want := "container uk is an OSv unikernel, but its Liveness probe, preStop hook uses exec: an OSv unikernel runs one program and has no shell to exec into: not implemented; use httpGet, tcpSocket or grpc against the pod IP"
 	if got != want {
 		t.Fatalf("got  %s\nwant %s", got, want)
+	}
+}
+
+// TestExecCache: an exec probe loads its run's task and spec once; a failed
+// load is not kept.
+func TestExecCache(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		fails []bool // the outcome of each load, in turn
+		gets  int
+		loads int // loads made
+		errs  int // gets that failed
+	}{
+		{"loaded once", []bool{false}, 3, 1, 0},
+		{"a failed load is tried again", []bool{true, true, false}, 4, 3, 2},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var c execCache
+			loads, errs := 0, 0
+			want := &execTarget{}
+			for range tc.gets {
+				got, err := c.get(context.Background(), func(context.Context) (*execTarget, error) {
+					fail := tc.fails[loads]
+					loads++
+					if fail {
+						return nil, errors.New("no task")
+					}
+					return want, nil
+				})
+				switch {
+				case err != nil:
+					errs++
+				case got != want:
+					t.Fatalf("got %p, want %p", got, want)
+				}
+			}
+			if loads != tc.loads || errs != tc.errs {
+				t.Fatalf("%d loads, %d errors; want %d, %d", loads, errs, tc.loads, tc.errs)
+			}
+		})
 	}
 }

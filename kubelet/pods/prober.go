@@ -88,7 +88,7 @@ func (w *worker) stopProbes() {
 // startProbes starts a probe loop for each of probes of run in of c.
 func (w *worker) startProbes(ctx context.Context, pod *corev1.Pod, c *corev1.Container, in instance, probes map[probeKind]*corev1.Probe) *probeSet {
 	s := &probeSet{id: in.ID, stop: make(chan struct{}), trackers: map[probeKind]*tracker{}}
-	tg := target{c: c, host: w.probeHost(pod)}
+	tg := target{c: c, host: w.probeHost(pod), exec: &execCache{}}
 	for kind, pr := range probes {
 		t := newTracker(kind, pr, in.StartedAt)
 		s.trackers[kind] = t

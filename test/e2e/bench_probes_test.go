@@ -2,8 +2,12 @@ package e2e
 
 import (
 	"context"
+	"crypto/tls"
 	"fmt"
+	"io"
+	"net/http"
 	"os"
+	"path/filepath"
 	"testing"
 	"text/tabwriter"
 	"time"
@@ -16,8 +20,18 @@ import (
 // two idle minutes and its memory with 30 container pods that each serve
 // HTTP, without probes and then with an httpGet readiness probe and an exec
 // liveness probe every 10 s, in the same run on the same node.
+//
+// With FEATHER_BENCH_PROFILE=DIR the agent runs with --profiling and a CPU
+// profile of each idle phase is written to DIR/agent-probes-N.pprof (`go tool
+// pprof -top _output/bin/feather DIR/agent-probes-1.pprof`); profiling adds
+// a little to the CPU it measures.
 func BenchmarkAgentProbes(b *testing.B) {
-	c := newCluster(b, "--log-level", "info")
+	profDir := os.Getenv("FEATHER_BENCH_PROFILE")
+	args := []string{"--log-level", "info"}
+	if profDir != "" {
+		args = append(args, "--profiling")
+	}
+	c := newCluster(b, args...)
 	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Minute)
 	defer cancel()
 	pid := c.agent.Pid()
@@ -44,9 +58,18 @@ func BenchmarkAgentProbes(b *testing.B) {
 			name := fmt.Sprintf("probes-%d", i)
 			runDeployment(ctx, b, c, name, pods, podTemplate(cases[i].c))
 			time.Sleep(settle)
+			var prof <-chan error
+			if profDir != "" {
+				prof = agentCPUProfile(ctx, b, c, idle, filepath.Join(profDir, fmt.Sprintf("agent-probes-%d.pprof", i)))
+			}
 			t0 := cpuTime(b, pid)
 			time.Sleep(idle)
 			cases[i].cpu = cpuTime(b, pid) - t0
+			if prof != nil {
+				if err := <-prof; err != nil {
+					b.Fatal(err)
+				}
+			}
 			cases[i].m = memOf(b, pid)
 			deleteAll(ctx, b, c)
 		}
@@ -60,4 +83,38 @@ func BenchmarkAgentProbes(b *testing.B) {
 	fmt.Fprintf(tw, "probes' cost\t%.3f\t%+.1f MiB\t%+.1f MiB\t\n", 100*(cases[1].cpu-cases[0].cpu).Seconds()/idle.Seconds(),
 		kib(cases[1].m.RSS-cases[0].m.RSS), kib(cases[1].m.Anon-cases[0].m.Anon))
 	tw.Flush()
+}
+
+// agentCPUProfile takes a CPU profile of the agent (its --profiling handler,
+// as the cluster admin) over d and writes it to path; the channel gets the
+// outcome once it is written.
+func agentCPUProfile(ctx context.Context, b *testing.B, c *cluster, d time.Duration, path string) <-chan error {
+	b.Helper()
+	cert, err := tls.X509KeyPair(c.cp.Admin.CertData, c.cp.Admin.KeyData)
+	if err != nil {
+		b.Fatal(err)
+	}
+	hc := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{Certificates: []tls.Certificate{cert},
+		InsecureSkipVerify: true}}} //nolint:gosec // a benchmark on loopback
+	url := fmt.Sprintf("https://127.0.0.1:%d/debug/pprof/profile?seconds=%d", c.agent.Port, int(d.Seconds()))
+	done := make(chan error, 1)
+	go func() {
+		done <- func() error {
+			req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+			if err != nil {
+				return err
+			}
+			resp, err := hc.Do(req)
+			if err != nil {
+				return fmt.Errorf("agent CPU profile: %w", err)
+			}
+			defer resp.Body.Close()
+			body, err := io.ReadAll(resp.Body)
+			if err != nil || resp.StatusCode != http.StatusOK {
+				return fmt.Errorf("agent CPU profile: %v %s: %.300s", err, resp.Status, body)
+			}
+			return os.WriteFile(path, body, 0o644)
+		}()
+	}()
+	return done
 }
