@@ -103,7 +103,7 @@ func (manager) Start(ctx context.Context, opts *bootapi.BootstrapParams) (_ *boo
 	}
 	cmd := exec.Command(self, args...)
 	cmd.Dir = cwd
-	cmd.Env = append(os.Environ(), SocketEnv+"="+address)
+	cmd.Env = append(shim.DaemonEnv(os.Environ()), SocketEnv+"="+address)
 	cmd.ExtraFiles = []*os.File{f} // fd 3: the listening socket
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	if err := cmd.Start(); err != nil {

@@ -532,3 +532,18 @@ func TestWireInvalid(t *testing.T) {
 		})
 	}
 }
+
+func isLinkNotFound(err error) bool {
+	var nf netlink.LinkNotFoundError
+	return errors.As(err, &nf)
+}
+
+// ingressQdisc is l's ingress qdisc, built by the netlink library: the tests
+// check the package's hand-written messages against it.
+func ingressQdisc(l netlink.Link) *netlink.Ingress {
+	return &netlink.Ingress{QdiscAttrs: netlink.QdiscAttrs{
+		LinkIndex: l.Attrs().Index,
+		Handle:    netlink.MakeHandle(0xffff, 0),
+		Parent:    netlink.HANDLE_INGRESS,
+	}}
+}

@@ -8,12 +8,8 @@ import (
 	"strings"
 
 	"github.com/containerd/errdefs"
-	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 )
-
-// ingressHandle is the handle of an ingress qdisc ("ffff:").
-var ingressHandle = netlink.MakeHandle(0xffff, 0)
 
 // Discover finds the namespace's configured interface: the first interface
 // (by link index) that is not loopback, is administratively up and has an
@@ -23,38 +19,39 @@ var ingressHandle = netlink.MakeHandle(0xffff, 0)
 // It changes nothing.
 func Discover(nsPath string) (cfg Config, ok bool, err error) {
 	err = Do(nsPath, func() error {
-		links, err := retryDump(netlink.LinkList)
-		if err != nil {
-			return fmt.Errorf("list links: %w", err)
-		}
-		slices.SortFunc(links, func(a, b netlink.Link) int { return a.Attrs().Index - b.Attrs().Index })
-		for _, l := range links {
-			a := l.Attrs()
-			if a.Flags&net.FlagLoopback != 0 || a.Flags&net.FlagUp == 0 {
-				continue
-			}
-			addrs, err := retryDump(func() ([]netlink.Addr, error) { return netlink.AddrList(l, netlink.FAMILY_V4) })
+		return withRtnl(func(c *rtnl) error {
+			links, err := retryDump(c.links)
 			if err != nil {
-				return fmt.Errorf("list addresses of %s: %w", a.Name, err)
+				return fmt.Errorf("list links: %w", err)
 			}
-			if len(addrs) == 0 {
-				continue
+			slices.SortFunc(links, func(a, b link) int { return a.Index - b.Index })
+			for _, l := range links {
+				if l.Flags&unix.IFF_LOOPBACK != 0 || l.Flags&unix.IFF_UP == 0 {
+					continue
+				}
+				addrs, err := retryDump(func() ([]addr, error) { return c.addrs4(l.Index) })
+				if err != nil {
+					return fmt.Errorf("list addresses of %s: %w", l.Name, err)
+				}
+				if len(addrs) == 0 {
+					continue
+				}
+				routes, err := retryDump(c.routes4)
+				if err != nil {
+					return fmt.Errorf("list routes of %s: %w", l.Name, err)
+				}
+				cfg = Config{
+					Interface: l.Name,
+					MAC:       l.MAC,
+					MTU:       l.MTU,
+					Addr:      &net.IPNet{IP: addrs[0].IP.To4(), Mask: addrs[0].Mask},
+					Gateway:   defaultGateway(routes, l.Index),
+				}
+				ok = true
+				return nil
 			}
-			gw, err := defaultGateway(l)
-			if err != nil {
-				return err
-			}
-			cfg = Config{
-				Interface: a.Name,
-				MAC:       slices.Clone(a.HardwareAddr),
-				MTU:       a.MTU,
-				Addr:      &net.IPNet{IP: addrs[0].IP.To4(), Mask: slices.Clone(addrs[0].Mask)},
-				Gateway:   gw,
-			}
-			ok = true
 			return nil
-		}
-		return nil
+		})
 	})
 	if err != nil {
 		return Config{}, false, fmt.Errorf("discover network in %s: %w", nsPath, err)
@@ -62,23 +59,22 @@ func Discover(nsPath string) (cfg Config, ok bool, err error) {
 	return cfg, ok, nil
 }
 
-// defaultGateway returns the gateway of l's IPv4 default route with the lowest
-// metric, or nil.
-func defaultGateway(l netlink.Link) (net.IP, error) {
-	routes, err := retryDump(func() ([]netlink.Route, error) { return netlink.RouteList(l, netlink.FAMILY_V4) })
-	if err != nil {
-		return nil, fmt.Errorf("list routes of %s: %w", l.Attrs().Name, err)
-	}
+// defaultGateway returns the gateway through link index of the IPv4
+// default route with the lowest metric among routes, or nil.
+func defaultGateway(routes []route, index int) net.IP {
 	var gw net.IP
 	best := -1
 	for _, r := range routes {
-		if r.Dst != nil && !(r.Dst.IP.IsUnspecified() && isZeroMask(r.Dst.Mask)) {
+		if r.DstLen != 0 {
 			continue
 		}
-		g := r.Gw
-		if g == nil {
-			for _, nh := range r.MultiPath {
-				if nh.LinkIndex == l.Attrs().Index && nh.Gw != nil {
+		var g net.IP
+		switch {
+		case r.OIF == index:
+			g = r.Gw
+		case r.OIF == 0:
+			for _, nh := range r.Hops {
+				if nh.Index == index && nh.Gw != nil {
 					g = nh.Gw
 					break
 				}
@@ -91,12 +87,7 @@ func defaultGateway(l netlink.Link) (net.IP, error) {
 			gw, best = slices.Clone(g.To4()), r.Priority
 		}
 	}
-	return gw, nil
-}
-
-func isZeroMask(m net.IPMask) bool {
-	ones, _ := m.Size()
-	return ones == 0
+	return gw
 }
 
 // retryDump retries a netlink dump that the kernel interrupted because the
@@ -105,7 +96,7 @@ func retryDump[T any](list func() ([]T, error)) ([]T, error) {
 	var err error
 	for range 5 {
 		var v []T
-		if v, err = list(); !errors.Is(err, netlink.ErrDumpInterrupted) {
+		if v, err = list(); !errors.Is(err, errDumpInterrupted) {
 			return v, err
 		}
 	}
@@ -133,62 +124,62 @@ func Wire(nsPath string, cfg Config, tap string) error {
 	if cfg.Interface == "" || cfg.Interface == tap {
 		return fmt.Errorf("wire tap %s: invalid interface %q: %w", tap, cfg.Interface, errdefs.ErrInvalidArgument)
 	}
-	err := Do(nsPath, func() (retErr error) {
-		link, err := netlink.LinkByName(cfg.Interface)
-		if err != nil {
-			return fmt.Errorf("interface %s: %w", cfg.Interface, err)
-		}
-		if _, err := netlink.LinkByName(tap); err == nil {
-			return fmt.Errorf("tap %s exists (Unwire it first): %w", tap, errdefs.ErrAlreadyExists)
-		} else if !isLinkNotFound(err) {
-			return fmt.Errorf("look up tap %s: %w", tap, err)
-		}
-		mtu := cfg.MTU
-		if mtu == 0 {
-			mtu = link.Attrs().MTU
-		}
-
-		var undo []func()
-		defer func() {
-			if retErr != nil {
-				for _, u := range slices.Backward(undo) {
-					u()
-				}
+	err := Do(nsPath, func() error {
+		return withRtnl(func(c *rtnl) (retErr error) {
+			iface, err := c.linkByName(cfg.Interface)
+			if err != nil {
+				return fmt.Errorf("interface %s: %w", cfg.Interface, err)
 			}
-		}()
+			if _, err := c.linkByName(tap); err == nil {
+				return fmt.Errorf("tap %s exists (Unwire it first): %w", tap, errdefs.ErrAlreadyExists)
+			} else if !errors.Is(err, errLinkNotFound) {
+				return fmt.Errorf("look up tap %s: %w", tap, err)
+			}
+			mtu := cfg.MTU
+			if mtu == 0 {
+				mtu = iface.MTU
+			}
 
-		t := &netlink.Tuntap{
-			LinkAttrs: netlink.LinkAttrs{Name: tap},
-			Mode:      netlink.TUNTAP_MODE_TAP,
-			Flags:     netlink.TUNTAP_NO_PI | netlink.TUNTAP_VNET_HDR,
-		}
-		if err := netlink.LinkAdd(t); err != nil {
-			return fmt.Errorf("create tap %s: %w", tap, err)
-		}
-		undo = append(undo, func() { netlink.LinkDel(t) })
-		tapLink, err := netlink.LinkByName(tap)
-		if err != nil {
-			return fmt.Errorf("look up tap %s: %w", tap, err)
-		}
-		if err := netlink.LinkSetMTU(tapLink, mtu); err != nil {
-			return fmt.Errorf("set mtu %d on %s: %w", mtu, tap, err)
-		}
-		if err := netlink.LinkSetUp(tapLink); err != nil {
-			return fmt.Errorf("bring up %s: %w", tap, err)
-		}
+			var undo []func()
+			defer func() {
+				if retErr != nil {
+					for _, u := range slices.Backward(undo) {
+						u()
+					}
+				}
+			}()
 
-		if err := addIngress(link); err != nil {
-			return err
-		}
-		undo = append(undo, func() { netlink.QdiscDel(ingressQdisc(link)) })
-		// The tap's qdisc and filter go away with the tap.
-		if err := addIngress(tapLink); err != nil {
-			return err
-		}
-		if err := addRedirect(link, tapLink); err != nil {
-			return err
-		}
-		return addRedirect(tapLink, link)
+			if err := createTap(tap); err != nil {
+				return fmt.Errorf("create tap %s: %w", tap, err)
+			}
+			t, err := c.linkByName(tap)
+			if err != nil {
+				_ = deleteTapByName(c, tap)
+				return fmt.Errorf("look up tap %s: %w", tap, err)
+			}
+			undo = append(undo, func() { _ = c.deleteLink(t.Index) })
+			if err := c.setMTU(t.Index, mtu); err != nil {
+				return fmt.Errorf("set mtu %d on %s: %w", mtu, tap, err)
+			}
+			if err := c.setUp(t.Index); err != nil {
+				return fmt.Errorf("bring up %s: %w", tap, err)
+			}
+
+			if err := addIngress(c, iface); err != nil {
+				return err
+			}
+			undo = append(undo, func() {
+				_ = c.deleteQdisc(qdisc{Index: iface.Index, Handle: ingressHandle, Parent: tcHIngress})
+			})
+			// The tap's qdisc and filter go away with the tap.
+			if err := addIngress(c, t); err != nil {
+				return err
+			}
+			if err := addRedirect(c, iface, t); err != nil {
+				return err
+			}
+			return addRedirect(c, t, iface)
+		})
 	})
 	if err != nil {
 		return fmt.Errorf("wire %s to %s in %s: %w", tap, cfg.Interface, nsPath, err)
@@ -196,41 +187,21 @@ func Wire(nsPath string, cfg Config, tap string) error {
 	return nil
 }
 
-func ingressQdisc(l netlink.Link) *netlink.Ingress {
-	return &netlink.Ingress{QdiscAttrs: netlink.QdiscAttrs{
-		LinkIndex: l.Attrs().Index,
-		Handle:    ingressHandle,
-		Parent:    netlink.HANDLE_INGRESS,
-	}}
-}
-
-func addIngress(l netlink.Link) error {
-	if err := netlink.QdiscAdd(ingressQdisc(l)); err != nil {
+func addIngress(c *rtnl, l link) error {
+	if err := c.addIngressQdisc(l.Index); err != nil {
 		if errors.Is(err, unix.EEXIST) {
-			return fmt.Errorf("ingress qdisc on %s already exists: %w", l.Attrs().Name, errdefs.ErrAlreadyExists)
+			return fmt.Errorf("ingress qdisc on %s already exists: %w", l.Name, errdefs.ErrAlreadyExists)
 		}
-		return fmt.Errorf("add ingress qdisc to %s: %w", l.Attrs().Name, err)
+		return fmt.Errorf("add ingress qdisc to %s: %w", l.Name, err)
 	}
 	return nil
 }
 
 // addRedirect adds to from's ingress qdisc a u32 match-all filter that
 // redirects every frame to to's egress.
-func addRedirect(from, to netlink.Link) error {
-	f := &netlink.U32{
-		FilterAttrs: netlink.FilterAttrs{
-			LinkIndex: from.Attrs().Index,
-			Parent:    ingressHandle,
-			Protocol:  unix.ETH_P_ALL,
-		},
-		Sel: &netlink.TcU32Sel{
-			Keys:  []netlink.TcU32Key{{}}, // mask 0: matches everything
-			Flags: netlink.TC_U32_TERMINAL,
-		},
-		Actions: []netlink.Action{netlink.NewMirredAction(to.Attrs().Index)},
-	}
-	if err := netlink.FilterAdd(f); err != nil {
-		return fmt.Errorf("add redirect filter %s -> %s: %w", from.Attrs().Name, to.Attrs().Name, err)
+func addRedirect(c *rtnl, from, to link) error {
+	if err := c.addRedirectFilter(from.Index, to.Index); err != nil {
+		return fmt.Errorf("add redirect filter %s -> %s: %w", from.Name, to.Name, err)
 	}
 	return nil
 }
@@ -243,18 +214,20 @@ func addRedirect(from, to netlink.Link) error {
 // and reported (errdefs.ErrFailedPrecondition).
 func Unwire(nsPath string, iface, tap string) error {
 	err := Do(nsPath, func() error {
-		var errs []error
-		if tap != "" {
-			if err := deleteTap(tap); err != nil {
-				errs = append(errs, err)
+		return withRtnl(func(c *rtnl) error {
+			var errs []error
+			if tap != "" {
+				if err := deleteTapByName(c, tap); err != nil {
+					errs = append(errs, err)
+				}
 			}
-		}
-		if iface != "" {
-			if err := deleteIngress(iface); err != nil {
-				errs = append(errs, err)
+			if iface != "" {
+				if err := deleteIngress(c, iface); err != nil {
+					errs = append(errs, err)
+				}
 			}
-		}
-		return errors.Join(errs...)
+			return errors.Join(errs...)
+		})
 	})
 	if err != nil {
 		if errdefs.IsNotFound(err) { // the namespace is gone, and everything in it
@@ -265,49 +238,49 @@ func Unwire(nsPath string, iface, tap string) error {
 	return nil
 }
 
-func deleteTap(name string) error {
-	l, err := netlink.LinkByName(name)
+// deleteTapByName deletes the tun/tap device called name, if there is one.
+func deleteTapByName(c *rtnl, name string) error {
+	l, err := c.linkByName(name)
 	if err != nil {
-		if isLinkNotFound(err) {
+		if errors.Is(err, errLinkNotFound) {
 			return nil
 		}
 		return fmt.Errorf("look up tap %s: %w", name, err)
 	}
-	if l.Type() != "tuntap" {
-		return fmt.Errorf("%s is a %s link, not a tap; not deleting it: %w", name, l.Type(), errdefs.ErrFailedPrecondition)
+	if l.Kind != "tun" {
+		kind := l.Kind
+		if kind == "" {
+			kind = "device"
+		}
+		return fmt.Errorf("%s is a %s link, not a tap; not deleting it: %w", name, kind, errdefs.ErrFailedPrecondition)
 	}
-	if err := netlink.LinkDel(l); err != nil && !errors.Is(err, unix.ENODEV) {
+	if err := c.deleteLink(l.Index); err != nil && !errors.Is(err, unix.ENODEV) {
 		return fmt.Errorf("delete tap %s: %w", name, err)
 	}
 	return nil
 }
 
-func deleteIngress(iface string) error {
-	l, err := netlink.LinkByName(iface)
+func deleteIngress(c *rtnl, iface string) error {
+	l, err := c.linkByName(iface)
 	if err != nil {
-		if isLinkNotFound(err) {
+		if errors.Is(err, errLinkNotFound) {
 			return nil
 		}
 		return fmt.Errorf("look up %s: %w", iface, err)
 	}
-	qdiscs, err := retryDump(func() ([]netlink.Qdisc, error) { return netlink.QdiscList(l) })
+	qdiscs, err := retryDump(func() ([]qdisc, error) { return c.qdiscs(l.Index) })
 	if err != nil {
 		return fmt.Errorf("list qdiscs of %s: %w", iface, err)
 	}
 	for _, q := range qdiscs {
-		if q.Type() != "ingress" { // not clsact, which shares the parent handle
+		if q.Kind != "ingress" { // not clsact, which shares the parent handle
 			continue
 		}
-		if err := netlink.QdiscDel(q); err != nil && !errors.Is(err, unix.ENOENT) && !errors.Is(err, unix.EINVAL) && !errors.Is(err, unix.ENODEV) {
+		if err := c.deleteQdisc(q); err != nil && !errors.Is(err, unix.ENOENT) && !errors.Is(err, unix.EINVAL) && !errors.Is(err, unix.ENODEV) {
 			return fmt.Errorf("delete ingress qdisc of %s: %w", iface, err)
 		}
 	}
 	return nil
-}
-
-func isLinkNotFound(err error) bool {
-	var nf netlink.LinkNotFoundError
-	return errors.As(err, &nf)
 }
 
 // validName checks that name can be a network interface name.

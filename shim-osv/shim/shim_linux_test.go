@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"path/filepath"
+	"slices"
 	"testing"
 
 	bootapi "github.com/containerd/containerd/api/runtime/bootstrap/v1"
@@ -90,5 +91,29 @@ func TestParseBootstrapParams(t *testing.T) {
 	}
 	if _, err := parseBootstrapParams(good, "c2", "ns"); err == nil {
 		t.Error("parameters of another id: no error")
+	}
+}
+
+func TestDaemonEnv(t *testing.T) {
+	for _, tc := range []struct {
+		name          string
+		environ, want []string
+	}{
+		{name: "none set: one P", environ: []string{"PATH=/bin"},
+			want: []string{"PATH=/bin", "GOMAXPROCS=1", procsEnv + "=1"}},
+		{name: "empty", environ: nil, want: []string{"GOMAXPROCS=1", procsEnv + "=1"}},
+		{name: "containerd's kept", environ: []string{"GOMAXPROCS=4", "PATH=/bin"},
+			want: []string{"GOMAXPROCS=4", "PATH=/bin"}},
+		{name: "set empty is set", environ: []string{"GOMAXPROCS="}, want: []string{"GOMAXPROCS="}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			in := slices.Clone(tc.environ)
+			if got := DaemonEnv(in); !slices.Equal(got, tc.want) {
+				t.Errorf("DaemonEnv(%q) = %q, want %q", tc.environ, got, tc.want)
+			}
+			if !slices.Equal(in, tc.environ) {
+				t.Errorf("DaemonEnv changed its argument: %q", in)
+			}
+		})
 	}
 }

@@ -4,20 +4,20 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"sync"
 	"syscall"
 	"time"
 
-	"github.com/containerd/cgroups/v3"
-	"github.com/containerd/cgroups/v3/cgroup1"
-	"github.com/containerd/cgroups/v3/cgroup2"
 	"github.com/containerd/typeurl/v2"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"google.golang.org/protobuf/types/known/anypb"
+
+	"github.com/feather-edge/feather/shim-osv/cgroup"
 )
 
-// cgroup is the container's cgroup, which QEMU and virtiofsd join, so that
-// its limits bind the VM and its statistics are the VM's.
-type cgroup interface {
+// vmCgroup is the container's cgroup, which QEMU and virtiofsd join, so
+// that its limits bind the VM and its statistics are the VM's.
+type vmCgroup interface {
 	add(pid int) error
 	// stats returns the metrics in the runc shim's format (cgroups v1 or
 	// v2 Metrics), which `ctr task metrics` reads.
@@ -28,11 +28,18 @@ type cgroup interface {
 	delete() error
 }
 
+// hostCgroups is the host's cgroup hierarchy, found once.
+var hostCgroups = sync.OnceValues(cgroup.Host)
+
 // newCgroup creates (or takes over) the cgroup at path with res applied,
 // in the v2 hierarchy on a unified host, else in the v1 controllers. The
 // memory limit is raised by MemoryOverheadMiB: the guest's RAM is the
 // limit, QEMU's own memory comes on top.
-func newCgroup(path string, res *specs.LinuxResources) (cgroup, error) {
+func newCgroup(path string, res *specs.LinuxResources) (vmCgroup, error) {
+	h, err := hostCgroups()
+	if err != nil {
+		return nil, fmt.Errorf("create cgroup %s: %w", path, err)
+	}
 	if res == nil {
 		res = &specs.LinuxResources{}
 	}
@@ -45,81 +52,44 @@ func newCgroup(path string, res *specs.LinuxResources) (cgroup, error) {
 		r.Memory = &mem
 	}
 	r.Devices = nil // QEMU opens /dev/kvm, /dev/net/tun…: the guest's devices are not the host's
-	if cgroups.Mode() == cgroups.Unified {
-		m, err := cgroup2.NewManager("/sys/fs/cgroup", path, cgroup2.ToResources(&r))
-		if err != nil {
-			return nil, fmt.Errorf("create cgroup %s: %w", path, err)
-		}
-		return v2{m}, nil
-	}
-	cg, err := cgroup1.New(cgroup1.StaticPath(path), &r)
+	cg, err := h.New(path, &r)
 	if err != nil {
-		return nil, fmt.Errorf("create cgroup %s: %w", path, err)
+		return nil, err
 	}
-	return v1{cg}, nil
+	return fsCgroup{cg}, nil
 }
 
 // loadCgroup opens an existing cgroup, for cleanup after the shim died.
-func loadCgroup(path string) (cgroup, error) {
-	if cgroups.Mode() == cgroups.Unified {
-		m, err := cgroup2.Load(path)
-		if err != nil {
-			return nil, err
-		}
-		return v2{m}, nil
-	}
-	cg, err := cgroup1.Load(cgroup1.StaticPath(path))
+func loadCgroup(path string) (vmCgroup, error) {
+	h, err := hostCgroups()
 	if err != nil {
 		return nil, err
 	}
-	return v1{cg}, nil
+	cg, err := h.Load(path)
+	if err != nil {
+		return nil, err
+	}
+	return fsCgroup{cg}, nil
 }
 
-type v1 struct{ cg cgroup1.Cgroup }
+// fsCgroup is a vmCgroup in cgroupfs.
+type fsCgroup struct{ cg *cgroup.Cgroup }
 
-func (c v1) add(pid int) error { return c.cg.Add(cgroup1.Process{Pid: pid}) }
-func (c v1) delete() error {
-	err := drain(func() ([]int, error) {
-		ps, err := c.cg.Processes(cgroup1.Memory, true)
-		pids := make([]int, 0, len(ps))
-		for _, p := range ps {
-			pids = append(pids, p.Pid)
-		}
-		return pids, err
-	})
-	return errors.Join(err, c.cg.Delete())
-}
-func (c v1) stats() (*anypb.Any, error) {
-	m, err := c.cg.Stat(cgroup1.IgnoreNotExist)
+func (c fsCgroup) add(pid int) error { return c.cg.Add(pid) }
+
+func (c fsCgroup) stats() (*anypb.Any, error) {
+	m, err := c.cg.Stats()
 	if err != nil {
 		return nil, err
 	}
 	return typeurl.MarshalAnyToProto(m)
 }
 
-type v2 struct{ m *cgroup2.Manager }
-
-func (c v2) add(pid int) error { return c.m.AddProc(uint64(pid)) }
-func (c v2) stats() (*anypb.Any, error) {
-	m, err := c.m.Stat()
-	if err != nil {
-		return nil, err
+func (c fsCgroup) delete() error {
+	if err := drain(c.cg.Procs); err != nil {
+		return err
 	}
-	return typeurl.MarshalAnyToProto(m)
-}
-func (c v2) delete() error {
-	err := drain(func() ([]int, error) {
-		ps, err := c.m.Procs(true)
-		pids := make([]int, 0, len(ps))
-		for _, p := range ps {
-			pids = append(pids, int(p))
-		}
-		return pids, err
-	})
-	if derr := c.m.Delete(); derr != nil && !errors.Is(derr, os.ErrNotExist) {
-		return errors.Join(err, derr)
-	}
-	return err
+	return c.cg.Delete()
 }
 
 // drainTimeout bounds how long delete waits for killed processes to go.

@@ -106,7 +106,7 @@ type VM struct {
 	cmdline string
 	net     *netns.Config
 	tap     string
-	cg      cgroup
+	cg      vmCgroup
 	cons    *console
 
 	// ctl serializes Pause and Resume (a slot, taken with a context): QMP
