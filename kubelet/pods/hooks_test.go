@@ -49,9 +49,9 @@ func TestRunHook(t *testing.T) {
 		{"exec into a unikernel", corev1.LifecycleHandler{Exec: &corev1.ExecAction{Command: []string{"true"}}}, time.Second, "no shell to exec into", 0},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
+			start := time.Now() // before the deadline is set: the grace period runs from here
 			hctx, cancel := context.WithTimeout(ctx, tc.timeout)
 			defer cancel()
-			start := time.Now()
 			err := w.runHook(hctx, pod, c, instance{Name: "c", Runtime: "io.containerd.osv.v1"}, &tc.h)
 			if tc.wantErr == "" && err != nil || tc.wantErr != "" && (err == nil || !strings.Contains(err.Error(), tc.wantErr)) {
 				t.Fatalf("err = %v, want %q", err, tc.wantErr)
