@@ -58,7 +58,12 @@ func openOutput(ctx context.Context, uri string) (io.WriteCloser, error) {
 	case "", "fifo":
 		// O_RDWR would never block, but then the reader would never see
 		// EOF; containerd opens its end before Create, so O_WRONLY is fine.
-		return fifo.OpenFifo(ctx, u.Path, syscall.O_WRONLY|syscall.O_NONBLOCK, 0)
+		// With O_NONBLOCK the fifo opens in the background, and is closed
+		// if ctx ends first: ctx is the Create call's, which ends when Create
+		// returns — on a busy host before that open, so that every write of
+		// the VM's output failed (a `ctr run` with exit 0 and no output). The
+		// output lives as long as the task: not cancelled with the call.
+		return fifo.OpenFifo(context.WithoutCancel(ctx), u.Path, syscall.O_WRONLY|syscall.O_NONBLOCK, 0)
 	case "file":
 		if err := os.MkdirAll(filepath.Dir(u.Path), 0o755); err != nil {
 			return nil, err
